@@ -1,0 +1,28 @@
+"""`Authorization: Token <key>` for scripts: looked up by the key's hash; revoked/expired keys fail."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from apps.accounts.models import ApiToken, hash_token_key
+
+
+class ApiTokenAuthentication(authentication.TokenAuthentication):
+    keyword = "Token"
+
+    def authenticate_credentials(self, key):
+        token = ApiToken.objects.select_related("user").filter(key_hash=hash_token_key(key)).first()
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        if token.status != "active":
+            raise exceptions.AuthenticationFailed(f"This token is {token.status}. Create a new one.")
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("This user account is deactivated.")
+        now = timezone.now()
+        # Writing on every call would turn each read into a write; a minute's precision is enough.
+        if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        return token.user, token

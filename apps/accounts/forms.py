@@ -1,0 +1,97 @@
+"""Forms for sign-in, projects, members and tokens. They validate input; services do the work."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from apps.accounts import services
+from apps.accounts.models import Membership, Project
+
+
+class LockoutAuthenticationForm(AuthenticationForm):
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "That username and password do not match. Check both and try again "
+                         "(the password is case-sensitive).",
+        "locked": "Too many failed sign-in attempts. Wait %(minutes)s minute(s), or reset your password.",
+    }
+
+    def clean(self):
+        username = self.cleaned_data.get("username")
+        if username:
+            wait = services.login_locked_for(username, self.request)
+            if wait:
+                services.record_failed_login(username, self.request)
+                raise forms.ValidationError(self.error_messages["locked"], code="locked",
+                                            params={"minutes": max(1, round(wait / 60))})
+        return super().clean()
+
+
+class ProjectForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["name", "slug", "description"]
+        help_texts = {"slug": "Used in addresses and the API, e.g. <code>fraud-detection</code>. "
+                              "Lowercase letters, digits and hyphens."}
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+
+class AddMemberForm(forms.Form):
+    user = forms.CharField(
+        label="Username or e-mail", max_length=254,
+        help_text="An existing user's username or e-mail, or a new e-mail address to send an invitation to.",
+    )
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.VIEWER)
+
+    def __init__(self, *args, project: Project, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.project = project
+        self.existing_user = None
+
+    def clean_user(self):
+        value = self.cleaned_data["user"].strip()
+        self.existing_user = services.find_user(value)
+        if self.existing_user is None:
+            try:
+                validate_email(value)
+            except forms.ValidationError:
+                raise forms.ValidationError(
+                    f"No user is called “{value}”. Check the spelling, or enter an e-mail address "
+                    "to invite someone new."
+                ) from None
+        elif Membership.objects.filter(project=self.project, user=self.existing_user).exists():
+            raise forms.ValidationError(f"{self.existing_user.username} is already a member.")
+        return value
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What will use it, e.g. “nightly scoring script”.")
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.none(), required=False, to_field_name="slug",
+        empty_label="All my projects", help_text="Limit the token to one project (recommended).",
+    )
+    expires_at = forms.DateField(
+        required=False, label="Expires on", widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Leave empty for no expiry. The token stops working at the start of that day (UTC).",
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = Project.objects.filter(memberships__user=user)
+
+    def clean_expires_at(self):
+        day = self.cleaned_data.get("expires_at")
+        if day is None:
+            return None
+        if day <= timezone.now().date():
+            raise forms.ValidationError("Choose a date after today.")
+        return datetime.combine(day, time.min, tzinfo=UTC)

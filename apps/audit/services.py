@@ -1,0 +1,180 @@
+"""Writing and checking the audit trail. record() is the only way events are written."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from dataclasses import dataclass
+from datetime import UTC
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
+
+# Set per request by AuditContextMiddleware; None in tasks and commands.
+client_ip_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("audit_client_ip", default=None)
+
+
+def request_client_ip(request) -> str | None:
+    if settings.USE_X_FORWARDED_FOR:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip() or None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _json_safe(details: dict | None) -> dict:
+    # Round-trip now so the hash is computed over exactly what the database will give back.
+    return json.loads(json.dumps(details or {}, default=str))
+
+
+def record(action: str, *, actor=None, obj=None, project=None, details: dict | None = None,
+           actor_label: str = "", client_ip: str | None = None) -> AuditEvent:
+    """Append one event to the chain, inside the caller's transaction.
+
+    The head row is locked for the rest of that transaction, so concurrent writers queue up and the
+    chain never forks; if the caller's transaction rolls back, so does the event.
+    """
+    if obj is not None and project is None:
+        project = getattr(obj, "project", None)
+        if project is None and obj._meta.label == "accounts.Project":
+            project = obj
+    with transaction.atomic():
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
+        event = AuditEvent(
+            sequence=head.sequence + 1,
+            created_at=timezone.now().astimezone(UTC),
+            actor=actor if actor is not None and actor.pk else None,
+            actor_label=actor_label or (actor.get_username() if actor is not None else ""),
+            action=action,
+            object_type=obj._meta.label_lower if obj is not None else "",
+            object_id=str(_public_id(obj)) if obj is not None else "",
+            object_repr=str(obj)[:200] if obj is not None else "",
+            project=project,
+            details=_json_safe(details),
+            client_ip=client_ip or client_ip_var.get(),
+            prev_hash=head.hash,
+        )
+        event.hash = event.compute_hash()
+        event.save()
+        AuditChainHead.objects.filter(pk=1).update(sequence=event.sequence, hash=event.hash)
+    return event
+
+
+def _public_id(obj):
+    for attr in ("slug", "uuid", "username"):
+        value = getattr(obj, attr, None)
+        if value:
+            return value
+    return obj.pk
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    events: int
+    first_bad: int | None
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "events": self.events, "first_bad": self.first_bad, "reason": self.reason}
+
+
+def verify_chain() -> ChainReport:
+    """Walk the chain in order; report the first event whose hash, link or sequence is wrong."""
+    expected_prev = GENESIS_HASH
+    expected_sequence = 1
+    count = 0
+    for event in AuditEvent.objects.order_by("sequence").iterator(chunk_size=2000):
+        count += 1
+        if event.sequence != expected_sequence:
+            return ChainReport(False, count, event.sequence,
+                               f"event #{expected_sequence} is missing (next is #{event.sequence})")
+        if event.prev_hash != expected_prev:
+            return ChainReport(False, count, event.sequence, "link to the previous event is broken")
+        if event.compute_hash() != event.hash:
+            return ChainReport(False, count, event.sequence, "event content does not match its hash")
+        expected_prev = event.hash
+        expected_sequence += 1
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is not None and head.sequence != count:
+        return ChainReport(False, count, count + 1 if head.sequence > count else head.sequence,
+                           f"the chain head expects {head.sequence} events but {count} exist")
+    return ChainReport(True, count, None)
+
+
+def events_per_day(events, *, days: int = 30) -> list[tuple]:
+    """(date, count) for each of the last `days` days, zero-filled, from an already-scoped queryset."""
+    from datetime import timedelta
+
+    from django.db.models import Count
+    from django.db.models.functions import TruncDate
+
+    today = timezone.now().date()
+    start = today - timedelta(days=days - 1)
+    counts = dict(
+        events.filter(created_at__date__gte=start).order_by()
+        .annotate(day=TruncDate("created_at")).values("day").annotate(n=Count("id")).values_list("day", "n")
+    )
+    return [(start + timedelta(days=i), counts.get(start + timedelta(days=i), 0)) for i in range(days)]
+
+
+def filter_events(events, params) -> tuple:
+    """Apply the audit page/API filters; returns (queryset, errors by field)."""
+    from django.utils.dateparse import parse_date, parse_datetime
+
+    errors: dict[str, list[str]] = {}
+    if params.get("project"):
+        events = events.filter(project__slug=params["project"])
+    if params.get("actor"):
+        events = events.filter(actor_label__iexact=params["actor"])
+    if params.get("action"):
+        events = events.filter(action__startswith=params["action"])
+    if params.get("object"):
+        value = params["object"]
+        events = events.filter(object_id=value) if ":" not in value else events.filter(
+            object_type=value.split(":", 1)[0], object_id=value.split(":", 1)[1])
+    if params.get("object_type"):
+        events = events.filter(object_type=params["object_type"])
+    for field, lookup in (("since", "created_at__gte"), ("until", "created_at__lte")):
+        raw = params.get(field)
+        if not raw:
+            continue
+        moment = parse_datetime(raw)
+        if moment is None:
+            day = parse_date(raw)
+            if day is not None:
+                from datetime import datetime, time
+
+                moment = datetime.combine(day, time.max if field == "until" else time.min, tzinfo=UTC)
+        if moment is None:
+            errors[field] = ["Use a date (2026-01-31) or a date and time (2026-01-31T14:00:00Z)."]
+            continue
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment, UTC)
+        events = events.filter(**{lookup: moment})
+    return events, errors
+
+
+# Cells starting with these are run as formulas by spreadsheet programs (CSV injection).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+
+
+CSV_COLUMNS = ["sequence", "time", "actor", "action", "object_type", "object_id", "object", "project",
+               "client_ip", "details", "hash"]
+
+
+def csv_rows(events):
+    yield CSV_COLUMNS
+    for e in events.select_related("project").order_by("sequence").iterator(chunk_size=2000):
+        yield [spreadsheet_safe(v) for v in (
+            e.sequence, e.created_at.isoformat(), e.actor_label, e.action, e.object_type, e.object_id,
+            e.object_repr, e.project.slug if e.project else "", e.client_ip or "",
+            json.dumps(e.details, sort_keys=True), e.hash)]

@@ -1,0 +1,103 @@
+"""API plumbing shared by every app (error bodies, 202 job answers) and the jobs endpoints."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from apps.core import services
+from apps.core.models import Job
+
+
+def _flatten(value) -> list[str]:
+    if isinstance(value, dict):
+        return [f"{k}: {m}" for k, v in value.items() for m in _flatten(v)]
+    if isinstance(value, list):
+        return [m for item in value for m in _flatten(item)]
+    return [str(value)]
+
+
+def exception_handler(exc, context):
+    """Every API error answers `{"detail": "...", "errors": {field: [messages]}}` (shared/API.md)."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"detail": "The request body is too large.", "errors": {}},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("Not found.")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    data = response.data
+    if isinstance(exc, exceptions.ValidationError):
+        if isinstance(data, dict):
+            errors = {field: _flatten(messages) for field, messages in data.items()}
+            non_field = errors.get("non_field_errors") or []
+            first_field = next(iter(errors), None)
+            detail = non_field[0] if non_field else (
+                f"{first_field}: {errors[first_field][0]}" if first_field else "Invalid input."
+            )
+        else:
+            errors = {"non_field_errors": _flatten(data)}
+            detail = errors["non_field_errors"][0] if errors["non_field_errors"] else "Invalid input."
+        response.data = {"detail": detail, "errors": errors}
+    else:
+        detail = data.get("detail", "") if isinstance(data, dict) else " ".join(_flatten(data))
+        response.data = {"detail": str(detail), "errors": {}}
+    return response
+
+
+class JobSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    kind_label = serializers.CharField(source="get_kind_display", read_only=True)
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "kind_label", "status", "progress", "message", "result", "error",
+                  "project", "created_by", "created_at", "started_at", "finished_at", "url"]
+        read_only_fields = fields
+
+    def get_url(self, job: Job) -> str:
+        return reverse("api:job-detail", args=[job.id], request=self.context.get("request"))
+
+
+def job_accepted(job: Job, request) -> Response:
+    """The answer to any request that started long work: 202 with where to watch it."""
+    body = {"job": {"id": str(job.id), "status": job.status, "progress": job.progress,
+                    "url": reverse("api:job-detail", args=[job.id], request=request)}}
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Background jobs the caller may see (their own and their projects')."""
+
+    serializer_class = JobSerializer
+
+    def get_queryset(self):
+        qs = Job.objects.visible_to(self.request.user).select_related("project", "created_by")
+        token = self.request.auth
+        if getattr(token, "project_id", None):
+            qs = qs.filter(project_id=token.project_id)
+        status_filter = self.request.query_params.get("status")
+        if status_filter:
+            if status_filter not in Job.Status.values:
+                raise exceptions.ValidationError({"status": [f"Choose one of {', '.join(Job.Status.values)}."]})
+            qs = qs.filter(status=status_filter)
+        return qs
+
+    @extend_schema(request=None, responses={202: dict})
+    @action(detail=False, methods=["post"], url_path="system-check")
+    def system_check(self, request):
+        """Start a system check job (database, cache, storage, MLflow store)."""
+        return job_accepted(services.start_system_check(actor=request.user), request)

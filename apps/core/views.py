@@ -1,0 +1,49 @@
+"""My jobs page, the job progress fragment (polled by htmx), and error pages that answer JSON under /api/."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.core import services
+from apps.core.models import Job
+
+
+@login_required
+def job_list(request):
+    jobs = Job.objects.visible_to(request.user).select_related("project", "created_by")
+    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
+    return render(request, "core/job_list.html", {"page": page})
+
+
+@login_required
+def job_detail(request, job_id):
+    job = get_object_or_404(Job.objects.visible_to(request.user), pk=job_id)
+    if request.htmx:
+        return render(request, "components/job_progress.html", {"job": job})
+    return render(request, "core/job_detail.html", {"job": job})
+
+
+@login_required
+@require_POST
+def system_check(request):
+    job = services.start_system_check(actor=request.user)
+    messages.info(request, "System check started. This page updates as it runs.")
+    return redirect("job-detail", job_id=job.id)
+
+
+def not_found(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "errors": {}}, status=404)
+    return render(request, "404.html", status=404)
+
+
+def server_error(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Internal error; it has been logged. Try again later.", "errors": {}},
+                            status=500)
+    return render(request, "500.html", status=500)

@@ -1,0 +1,43 @@
+"""URL map: pages per app, the REST API under /api/v1/, schema and docs under /api/."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.routers import DefaultRouter
+
+from apps.accounts import api as accounts_api
+from apps.audit import api as audit_api
+from apps.core import api as core_api
+from apps.core import views as core_views
+
+router = DefaultRouter(trailing_slash=True)
+router.register("projects", accounts_api.ProjectViewSet, basename="project")
+router.register(r"projects/(?P<project_slug>[a-z0-9-]+)/members", accounts_api.ProjectMembersViewSet,
+                basename="project-member")
+router.register("tokens", accounts_api.ApiTokenViewSet, basename="token")
+router.register("users", accounts_api.UserViewSet, basename="user")
+router.register("jobs", core_api.JobViewSet, basename="job")
+router.register("audit/events", audit_api.AuditEventViewSet, basename="audit-event")
+
+members_collection = accounts_api.ProjectMembersViewSet.as_view(
+    {"get": "list", "post": "create", "patch": "partial_update", "delete": "destroy"})
+
+api_patterns = [
+    path("auth/token/", accounts_api.obtain_token, name="auth-token"),
+    path("audit/verify/", audit_api.verify, name="audit-verify"),
+    path("projects/<slug:project_slug>/members/", members_collection, name="project-member-list"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("", include("apps.accounts.urls")),
+    path("", include("apps.core.urls")),
+    path("audit/", include("apps.audit.urls")),
+    path("api/v1/", include((api_patterns, "api"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = core_views.not_found
+handler500 = core_views.server_error
