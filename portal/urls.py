@@ -19,7 +19,7 @@ router.register("users", accounts_api.UserViewSet, basename="user")
 router.register("jobs", core_api.JobViewSet, basename="job")
 router.register("audit/events", audit_api.AuditEventViewSet, basename="audit-event")
 
-members_collection = accounts_api.ProjectMembersViewSet.as_view(
+members_collection = accounts_api.ProjectMembersCollection.as_view(
     {"get": "list", "post": "create", "patch": "partial_update", "delete": "destroy"})
 
 api_patterns = [

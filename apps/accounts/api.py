@@ -202,6 +202,20 @@ class ProjectMembersViewSet(viewsets.GenericViewSet):
         return Response(MembershipSerializer(self._membership(project, username)).data)
 
 
+class ProjectMembersCollection(ProjectMembersViewSet):
+    """`/members/` itself: PATCH and DELETE name the member in the body (`{"user": ...}`), as API.md says."""
+
+    @extend_schema(operation_id="projects_members_change_role_by_body", request=MemberWriteSerializer,
+                   responses={200: MembershipSerializer})
+    def partial_update(self, request, project_slug, username=None):
+        return super().partial_update(request, project_slug)
+
+    @extend_schema(operation_id="projects_members_remove_by_body", request=MemberWriteSerializer,
+                   responses={204: None})
+    def destroy(self, request, project_slug, username=None):
+        return super().destroy(request, project_slug)
+
+
 # --- API tokens --------------------------------------------------------------------------------------
 
 
@@ -224,6 +238,8 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Ret
     serializer_class = ApiTokenSerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return ApiToken.objects.none()
         return ApiToken.objects.filter(user=self.request.user).select_related("project")
 
     def create(self, request, *args, **kwargs):

@@ -47,3 +47,15 @@ def server_error(request):
         return JsonResponse({"detail": "Internal error; it has been logged. Try again later.", "errors": {}},
                             status=500)
     return render(request, "500.html", status=500)
+
+
+def healthz(request):
+    """Liveness/readiness for load balancers and docker-compose: 200 when the database answers."""
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # any database failure means "not ready"
+        return JsonResponse({"ok": False, "database": type(exc).__name__}, status=503)
+    return JsonResponse({"ok": True, "database": "ok"})

@@ -1,0 +1,58 @@
+# Portal: the two commands a newcomer needs are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+AXE_VERSION := 4.11.4
+TEST_TOOLS := $(CURDIR)/var/test-tools
+DEMO_ADDR ?= 127.0.0.1:8000
+export DEMO_PASSWORD ?= portal-demo-2026
+
+.PHONY: demo test test-tools lint migrate worker beat clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed-run
+
+## demo: install, migrate, load demo data, start web + Celery worker + beat (Ctrl-C stops all three)
+demo: export DEBUG ?= 1
+demo: $(VENV)/.installed-run
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_demo
+	@echo
+	@echo "Portal is starting at http://$(DEMO_ADDR)/  (sign in with a demo login above; Ctrl-C stops everything)"
+	@echo
+	@trap 'kill 0' INT TERM EXIT; \
+	  $(VENV)/bin/celery -A portal worker --loglevel=INFO --concurrency=2 & \
+	  $(VENV)/bin/celery -A portal beat --loglevel=INFO & \
+	  $(PY) manage.py runserver --noreload $(DEMO_ADDR)
+
+## test-tools: Debian's chromium for browser tests and the axe-core npm package for accessibility checks
+test-tools:
+	@if ! command -v chromium >/dev/null || ! command -v npm >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium nodejs npm >/dev/null; \
+	fi
+	@test -f $(TEST_TOOLS)/node_modules/axe-core/axe.min.js || \
+	  npm install --silent --no-save --no-audit --no-fund --prefix $(TEST_TOOLS) axe-core@$(AXE_VERSION)
+
+## test: install what the tests need and run the whole suite (embedded defaults unless DATABASE_URL etc. are set)
+test: export DEBUG ?= 1
+test: export PORTAL_VAR_DIR ?= $(CURDIR)/var/test
+test: export AXE_CORE_JS ?= $(TEST_TOOLS)/node_modules/axe-core/axe.min.js
+test: $(VENV)/.installed-dev test-tools
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var/test var/test-tools .pytest_cache
