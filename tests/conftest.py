@@ -15,6 +15,12 @@ ROLES = ["viewer", "scientist", "approver", "admin"]
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Real hashing costs ~0.3 s a user; the tests are about access, not about PBKDF2.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     # Lockout counters and throttles live in the cache; no test may inherit another's.
     cache.clear()

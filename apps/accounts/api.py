@@ -15,7 +15,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from apps.accounts import services
 from apps.accounts.models import ApiToken, Membership, Project
-from apps.accounts.permissions import Action, PortalPermission, projects_with_action, require, token_allows
+from apps.accounts.permissions import Action, PortalPermission, require, shares_project_with, token_allows
 
 User = get_user_model()
 
@@ -265,8 +265,7 @@ class UserViewSet(viewsets.GenericViewSet):
 
     def _target(self, username):
         target = get_object_or_404(User, username=username)
-        manageable = projects_with_action(self.request.user, Action.MANAGE_MEMBERS)
-        if not (self.request.user.is_staff or manageable.filter(memberships__user=target).exists()):
+        if not shares_project_with(self.request.user, target):
             raise Http404
         if not services.can_deactivate(self.request.user, target):
             raise exceptions.PermissionDenied("You may not change this user's access.")

@@ -88,6 +88,14 @@ def projects_with_action(user, action: str):
     return Project.objects.filter(memberships__user=user, memberships__role__in=roles)
 
 
+def shares_project_with(user, other) -> bool:
+    """Can `user` see `other` at all (staff, or a project they both belong to)? Else they get 404s."""
+    if not user.is_authenticated:
+        return False
+    return user.is_staff or Project.objects.filter(memberships__user=user).filter(
+        memberships__user=other).exists()
+
+
 def require(user, action: str, obj) -> None:
     """Raise 404 when the user may not even see the object, PermissionDenied (403) when they may only look."""
     from django.core.exceptions import PermissionDenied

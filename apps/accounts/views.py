@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts import services
 from apps.accounts.forms import AddMemberForm, LockoutAuthenticationForm, ProjectForm, RoleForm, TokenForm
 from apps.accounts.models import ApiToken, Membership, Project
-from apps.accounts.permissions import Action, projects_with_action, require
+from apps.accounts.permissions import Action, projects_with_action, require, shares_project_with
 from apps.audit.charts import events_per_day_figure
 from apps.audit.models import AuditEvent
 from apps.audit.services import events_per_day
@@ -143,7 +143,7 @@ def member_role(request, slug, username):
         messages.error(request, "Choose one of the listed roles.")
         return redirect("project-members", slug=slug)
     try:
-        services.change_role(membership, actor=request.user, role=form.cleaned_data["role"])
+        membership = services.change_role(membership, actor=request.user, role=form.cleaned_data["role"])
     except ValidationError as exc:
         messages.error(request, " ".join(m for ms in exc.message_dict.values() for m in ms))
     else:
@@ -176,10 +176,7 @@ def user_access(request, username, activate: bool):
     target = get_object_or_404(User, username=username)
     if not services.can_deactivate(request.user, target):
         # Outsiders learn nothing about which users exist.
-        if not (request.user.is_staff or Project.objects.filter(memberships__user=target)
-                .filter(pk__in=projects_with_action(request.user, Action.MANAGE_MEMBERS)).exists()):
-            raise Http404
-        raise PermissionDenied
+        raise PermissionDenied if shares_project_with(request.user, target) else Http404
     back = request.GET.get("next") or request.POST.get("next") or "/"
     if not back.startswith("/") or back.startswith("//"):
         back = "/"

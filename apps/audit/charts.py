@@ -12,7 +12,9 @@ def events_per_day_figure(counts: list[tuple]) -> go.Figure:
                            hovertemplate="%{x}: %{y} event(s)<extra></extra>"))
     fig.update_layout(
         margin={"l": 40, "r": 10, "t": 10, "b": 40}, height=240, bargap=0.2,
-        xaxis={"title": None, "type": "date"}, yaxis={"title": "Events", "rangemode": "tozero"},
+        xaxis={"title": None, "type": "date"}, yaxis={"title": "Events", "rangemode": "tozero", "tickformat": ",d",
+               # whole-number ticks: small counts would otherwise get 0.2, 0.4, …
+               "dtick": 1 if max(values, default=0) <= 5 else None},
         plot_bgcolor="#ffffff", paper_bgcolor="#ffffff",
     )
     return fig

@@ -10,7 +10,7 @@
       var source = document.getElementById(el.dataset.plotlySource);
       if (!source) { return; }
       var figure = JSON.parse(source.textContent);
-      window.Plotly.newPlot(el, figure.data, figure.layout, { responsive: true, displaylogo: false });
+      window.Plotly.newPlot(el, figure.data, figure.layout, { responsive: true, displaylogo: false, displayModeBar: false });
       el.dataset.drawn = "1";
     });
   }
