@@ -81,13 +81,13 @@ def project_create(request):
 def _project_for(request, slug: str, action: str = Action.VIEW_PROJECT) -> Project:
     project = get_object_or_404(Project, slug=slug)
     require(request.user, action, project)
+    request.session["current_project"] = project.slug  # the switcher follows where the user is
     return project
 
 
 @login_required
 def project_detail(request, slug):
     project = _project_for(request, slug)
-    request.session["current_project"] = project.slug
     members = project.memberships.select_related("user").order_by("user__username")
     return render(request, "accounts/project_detail.html", {
         "project": project, "members": members,
