@@ -16,6 +16,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from apps.accounts import services
 from apps.accounts.models import ApiToken, Membership, Project
 from apps.accounts.permissions import Action, PortalPermission, require, shares_project_with, token_allows
+from apps.audit.services import request_client_ip
 
 User = get_user_model()
 
@@ -34,7 +35,9 @@ class TokenThrottle(SimpleRateThrottle):
     scope = "token"
 
     def get_cache_key(self, request, view):
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        # Not DRF's get_ident(): it trusts any client's X-Forwarded-For, so a made-up header per request
+        # would escape the limit. Use the address the lockout and audit use (proxy header only if trusted).
+        return self.cache_format % {"scope": self.scope, "ident": request_client_ip(request) or "-"}
 
 
 class TokenRequestSerializer(serializers.Serializer):
@@ -53,9 +56,11 @@ def obtain_token(request):
     serializer = TokenRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
-    if services.login_locked_for(data["username"], request):
+    wait = services.login_locked_for(data["username"], request)
+    if wait:
         services.record_failed_login(data["username"], request)
-        raise exceptions.AuthenticationFailed("Too many failed attempts; wait 15 minutes or reset your password.")
+        raise exceptions.AuthenticationFailed(
+            f"Too many failed attempts; wait {max(1, round(wait / 60))} minute(s) or reset your password.")
     user = authenticate(request, username=data["username"], password=data["password"])
     if user is None:
         raise exceptions.AuthenticationFailed("Invalid username or password.")
@@ -275,7 +280,10 @@ class UserViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def deactivate(self, request, username=None):
         target = self._target(username)
-        services.set_user_active(target, actor=request.user, active=False)
+        try:
+            services.set_user_active(target, actor=request.user, active=False)
+        except DjangoValidationError as exc:
+            raise service_errors(exc) from None
         return Response({"user": target.username, "is_active": False})
 
     @extend_schema(request=None, responses={200: dict})

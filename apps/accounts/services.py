@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime
 
@@ -35,25 +36,31 @@ def _lockout_key(username: str, request) -> str:
 
 def login_locked_for(username: str, request) -> int:
     """Seconds the (username, IP) pair must still wait, or 0 if it may try."""
-    state = cache.get(_lockout_key(username, request))
-    if not state or state["count"] < settings.LOGIN_FAILURE_LIMIT:
+    key = _lockout_key(username, request)
+    if (cache.get(key) or 0) < settings.LOGIN_FAILURE_LIMIT:
         return 0
-    return max(0, int(state["until"] - timezone.now().timestamp()))
+    return max(0, int((cache.get(f"{key}:until") or 0) - timezone.now().timestamp()))
 
 
 def record_failed_login(username: str, request) -> None:
-    key = _lockout_key(username, request)
-    state = cache.get(key) or {"count": 0, "until": 0}
-    state["count"] += 1
-    state["until"] = timezone.now().timestamp() + settings.LOGIN_LOCKOUT_SECONDS
-    cache.set(key, state, settings.LOGIN_LOCKOUT_SECONDS)
+    key, window = _lockout_key(username, request), settings.LOGIN_LOCKOUT_SECONDS
+    # add + incr: atomic on Redis (production), so parallel guesses cannot share one count.
+    cache.add(key, 0, window)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, window)
+        count = 1
+    cache.touch(key, window)
+    cache.set(f"{key}:until", timezone.now().timestamp() + window, window)
     user = User.objects.filter(username__iexact=username).first() if username else None
     audit.record("auth.login_failed", actor=None, obj=user, actor_label=username[:150],
-                 details={"attempt": state["count"], "locked": state["count"] >= settings.LOGIN_FAILURE_LIMIT})
+                 details={"attempt": count, "locked": count >= settings.LOGIN_FAILURE_LIMIT})
 
 
 def record_login(user, request) -> None:
-    cache.delete(_lockout_key(user.get_username(), request))
+    key = _lockout_key(user.get_username(), request)
+    cache.delete_many([key, f"{key}:until"])
     audit.record("auth.login", actor=user, obj=user)
 
 
@@ -115,7 +122,8 @@ def invite_member(project: Project, *, actor, email: str, role: str, request=Non
     email = User.objects.normalize_email(email.strip())
     if User.objects.filter(email__iexact=email).exists():
         raise ValidationError({"user": [f"{email} already has an account; add it by username."]})
-    base = email.split("@")[0].lower()[:140] or "user"
+    # E-mail local parts allow characters usernames do not (o'brien, a#b); keep only the allowed ones.
+    base = re.sub(r"[^\w.@+-]", "", email.split("@")[0].lower())[:140] or "user"
     username, n = base, 1
     while User.objects.filter(username__iexact=username).exists():
         n += 1
@@ -199,6 +207,14 @@ def set_user_active(user, *, actor, active: bool) -> None:
         raise PermissionDenied("You may not change this user's access.")
     if user.is_active == active:
         return
+    if not active:
+        for membership in Membership.objects.filter(user=user, role=Membership.Role.ADMIN).select_related("project"):
+            others = Membership.objects.filter(project=membership.project, role=Membership.Role.ADMIN,
+                                               user__is_active=True).exclude(user=user)
+            if not others.exists():
+                raise ValidationError({"user": [
+                    f"{user.username} is the only active admin of {membership.project.name}. "
+                    "Make someone else admin there first."]})
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(is_active=active)
         user.is_active = active

@@ -181,8 +181,12 @@ def user_access(request, username, activate: bool):
     if not back.startswith("/") or back.startswith("//"):
         back = "/"
     if request.method == "POST":
-        services.set_user_active(target, actor=request.user, active=activate)
-        messages.success(request, f"{username} {'reactivated' if activate else 'deactivated'}.")
+        try:
+            services.set_user_active(target, actor=request.user, active=activate)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, f"{username} {'reactivated' if activate else 'deactivated'}.")
         return redirect(back)
     verb = "Reactivate" if activate else "Deactivate"
     body = ("They will be able to sign in again with their password." if activate else

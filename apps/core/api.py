@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+import logging
+
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, mixins, serializers, status, viewsets
@@ -30,6 +38,12 @@ def exception_handler(exc, context):
             {"detail": "The request body is too large.", "errors": {}},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+    if isinstance(exc, SuspiciousOperation):
+        # Django would answer these with an HTML 400 page; log them where Django would.
+        logging.getLogger(f"django.security.{exc.__class__.__name__}").warning(str(exc))
+        detail = ("The request has too many fields or files." if isinstance(exc, TooManyFieldsSent | TooManyFilesSent)
+                  else "The request could not be read.")
+        return Response({"detail": detail, "errors": {}}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, PermissionDenied):
