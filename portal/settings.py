@@ -262,6 +262,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        "control_folder": str(VAR_DIR / "celery" / "control"),  # exchange tables; default is the cwd
         "store_processed": False,
     }
 CELERY_TASK_SERIALIZER = "json"

@@ -66,6 +66,7 @@ class Membership(models.Model):
         APPROVER = "approver", "Approver"
         ADMIN = "admin", "Admin"
 
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # public id (audit, API)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)

@@ -49,6 +49,7 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
 @api_view(["GET"])
 def verify(request):
     """Re-compute the whole hash chain: `{"ok", "events", "first_bad"}` (first_bad is a sequence number)."""
-    if not projects_with_action(request.user, Action.VIEW_AUDIT).exists():
+    # Staff may always (even before any project exists); others need the audit of at least one project.
+    if not (request.user.is_staff or projects_with_action(request.user, Action.VIEW_AUDIT).exists()):
         raise exceptions.PermissionDenied("Only staff and project admins/approvers may verify the audit chain.")
     return Response(verify_chain().as_dict())

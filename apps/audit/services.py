@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import json
+import math
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
+from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 
 from apps.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
 
@@ -27,7 +32,47 @@ def request_client_ip(request) -> str | None:
 
 def _json_safe(details: dict | None) -> dict:
     # Round-trip now so the hash is computed over exactly what the database will give back.
-    return json.loads(json.dumps(details or {}, default=str))
+    return _db_stable(json.loads(json.dumps(details or {}, default=str)))
+
+
+def _db_stable(value):
+    """Rewrite the JSON values PostgreSQL's jsonb would change or refuse, the same way on every database.
+
+    jsonb returns 1e20 as the integer 100000000000000000000 and -0.0 as 0.0 (a hash over the original
+    would then never verify), and refuses NaN/Infinity and NUL characters (the audited action would fail).
+    """
+    if isinstance(value, dict):
+        return {_db_stable(k): _db_stable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_db_stable(v) for v in value]
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if abs(value) >= 1e16:  # Python writes these with an exponent; every such float is a whole number
+            return int(value)
+        return value + 0.0  # -0.0 becomes 0.0
+    return value
+
+
+def _canonical_ip(value: str | None) -> str | None:
+    """The address as PostgreSQL's inet column gives it back, or None if it is not an address.
+
+    It may come from an X-Forwarded-For header, which anyone can write.
+    """
+    try:
+        address = ipaddress.ip_address((value or "").strip())
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.version == 6 and address.scope_id:
+        return None
+    if address.version == 6 and int(address) >> 32 == 0 and int(address) >> 16:
+        # PostgreSQL writes the old IPv4-compatible form (::1.2.3.4) with a dotted tail.
+        return f"::{ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)}"
+    return str(address)
 
 
 def record(action: str, *, actor=None, obj=None, project=None, details: dict | None = None,
@@ -47,14 +92,15 @@ def record(action: str, *, actor=None, obj=None, project=None, details: dict | N
             sequence=head.sequence + 1,
             created_at=timezone.now().astimezone(UTC),
             actor=actor if actor is not None and actor.pk else None,
-            actor_label=actor_label or (actor.get_username() if actor is not None else ""),
+            # Cut to the column sizes: SQLite would store more, PostgreSQL would refuse the whole action.
+            actor_label=_db_stable(actor_label or (actor.get_username() if actor is not None else ""))[:150],
             action=action,
             object_type=obj._meta.label_lower if obj is not None else "",
-            object_id=str(_public_id(obj)) if obj is not None else "",
-            object_repr=str(obj)[:200] if obj is not None else "",
+            object_id=str(_public_id(obj))[:64] if obj is not None else "",
+            object_repr=_db_stable(str(obj))[:200] if obj is not None else "",
             project=project,
             details=_json_safe(details),
-            client_ip=client_ip or client_ip_var.get(),
+            client_ip=_canonical_ip(client_ip or client_ip_var.get()),
             prev_hash=head.hash,
         )
         event.hash = event.compute_hash()
@@ -84,6 +130,9 @@ class ChainReport:
 
 def verify_chain() -> ChainReport:
     """Walk the chain in order; report the first event whose hash, link or sequence is wrong."""
+    # The head is read before and after the walk: writers may append meanwhile (an event and the head
+    # move in one transaction), so an intact chain has between those two counts of events.
+    head_before = _head_sequence()
     expected_prev = GENESIS_HASH
     expected_sequence = 1
     count = 0
@@ -98,20 +147,22 @@ def verify_chain() -> ChainReport:
             return ChainReport(False, count, event.sequence, "event content does not match its hash")
         expected_prev = event.hash
         expected_sequence += 1
-    head = AuditChainHead.objects.filter(pk=1).first()
-    if head is not None and head.sequence != count:
-        return ChainReport(False, count, count + 1 if head.sequence > count else head.sequence,
-                           f"the chain head expects {head.sequence} events but {count} exist")
+    if head_before is not None and count < head_before:
+        return ChainReport(False, count, count + 1,
+                           f"the chain head expects {head_before} events but {count} exist")
+    head_after = _head_sequence()
+    if head_after is not None and count > head_after:
+        return ChainReport(False, count, head_after + 1,
+                           f"the chain head expects {head_after} events but {count} exist")
     return ChainReport(True, count, None)
+
+
+def _head_sequence() -> int | None:
+    return AuditChainHead.objects.filter(pk=1).values_list("sequence", flat=True).first()
 
 
 def events_per_day(events, *, days: int = 30) -> list[tuple]:
     """(date, count) for each of the last `days` days, zero-filled, from an already-scoped queryset."""
-    from datetime import timedelta
-
-    from django.db.models import Count
-    from django.db.models.functions import TruncDate
-
     today = timezone.now().date()
     start = today - timedelta(days=days - 1)
     counts = dict(
@@ -123,8 +174,6 @@ def events_per_day(events, *, days: int = 30) -> list[tuple]:
 
 def filter_events(events, params) -> tuple:
     """Apply the audit page/API filters; returns (queryset, errors by field)."""
-    from django.utils.dateparse import parse_date, parse_datetime
-
     errors: dict[str, list[str]] = {}
     if params.get("project"):
         events = events.filter(project__slug=params["project"])
@@ -142,13 +191,16 @@ def filter_events(events, params) -> tuple:
         raw = params.get(field)
         if not raw:
             continue
-        moment = parse_datetime(raw)
-        if moment is None:
+        # A plain date first: Python 3.11's parse_datetime also accepts "2026-01-31" (as midnight), which
+        # would make "until" end where the day begins. Well-formed impossible values (02-30) raise.
+        try:
             day = parse_date(raw)
             if day is not None:
-                from datetime import datetime, time
-
                 moment = datetime.combine(day, time.max if field == "until" else time.min, tzinfo=UTC)
+            else:
+                moment = parse_datetime(raw)
+        except ValueError:
+            moment = None
         if moment is None:
             errors[field] = ["Use a date (2026-01-31) or a date and time (2026-01-31T14:00:00Z)."]
             continue

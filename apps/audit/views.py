@@ -6,7 +6,7 @@ import csv
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -38,7 +38,12 @@ def audit_log(request):
 
 @login_required
 def audit_csv(request):
-    events, _ = filter_events(AuditEvent.objects.visible_to(request.user), request.GET)
+    events, errors = filter_events(AuditEvent.objects.visible_to(request.user), request.GET)
+    if errors:
+        # Dropping a bad filter would export more than was asked for.
+        return HttpResponseBadRequest(
+            "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items()),
+            content_type="text/plain; charset=utf-8")
     writer = csv.writer(_Echo())
     response = StreamingHttpResponse((writer.writerow(row) for row in csv_rows(events)),
                                      content_type="text/csv; charset=utf-8")
