@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from apps.accounts import services
@@ -178,7 +179,7 @@ def user_access(request, username, activate: bool):
         # Outsiders learn nothing about which users exist.
         raise PermissionDenied if shares_project_with(request.user, target) else Http404
     back = request.GET.get("next") or request.POST.get("next") or "/"
-    if not back.startswith("/") or back.startswith("//"):
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = "/"
     if request.method == "POST":
         try:
