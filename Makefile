@@ -8,7 +8,7 @@ TEST_TOOLS := $(CURDIR)/var/test-tools
 DEMO_ADDR ?= 127.0.0.1:8000
 export DEMO_PASSWORD ?= portal-demo-2026
 
-.PHONY: demo test test-tools lint migrate worker beat clean
+.PHONY: demo test test-tools lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ test: export PORTAL_VAR_DIR ?= $(CURDIR)/var/test
 test: export AXE_CORE_JS ?= $(TEST_TOOLS)/node_modules/axe-core/axe.min.js
 test: $(VENV)/.installed-dev test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## bench: the benchmarks whose numbers are in docs/benchmarks.md (own throwaway database; DATABASE_URL for PostgreSQL)
+bench: export DEBUG ?= 1
+bench: $(VENV)/.installed-run
+	$(PY) bench/bench_audit.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -103,3 +103,41 @@ def test_wrong_password_shows_the_error_on_the_login_page_without_redirecting(po
     expect(page).to_have_url(re.compile(r"/accounts/login/$"))
     expect(page.get_by_role("alert")).to_contain_text("That username and password do not match")
     expect(main_nav(portal).get_by_role("link", name="Home")).to_have_count(0)  # still signed out
+
+
+@pytest.mark.parametrize(("username", "sections", "nav_items"), [
+    ("approver", {"approvals", "projects", "jobs", "activity"}, {"Audit"}),
+    ("scientist", {"projects", "jobs", "activity"}, set()),
+])
+def test_each_role_lands_on_its_own_home_page(portal, people, username, sections, nav_items):
+    portal.log_in(username)
+    shown = set(portal.page.locator("[data-section]").evaluate_all("els => els.map(e => e.dataset.section)"))
+    assert shown == sections
+    nav = main_nav(portal)
+    for item in ("Access", "Audit", "Site admin"):
+        expect(nav.get_by_role("link", name=item, exact=True)).to_have_count(1 if item in nav_items else 0)
+
+
+def test_every_page_a_staff_member_can_reach_passes_the_accessibility_check(portal, people):
+    """Walk each page template at least once (with content in it), so axe checks them all."""
+    page = portal.page
+    portal.log_in("staffer")
+    for path in ("/projects/", "/projects/alpha/", "/projects/new/", "/projects/alpha/members/",
+                 "/projects/alpha/members/viewer/remove/", "/users/scientist/deactivate/?next=/",
+                 "/jobs/", "/accounts/password/change/"):
+        portal.visit(path)
+    portal.visit("/audit/?verify=1")
+    expect(page.locator("#chain-status")).to_contain_text("Chain intact")
+
+    portal.visit("/account/tokens/")
+    page.get_by_label("Name").fill("nightly scoring")
+    portal.click_to_page(page.get_by_role("button", name="Create token"))
+    expect(page.get_by_label("New API key")).to_have_value(re.compile(r"^pt_"))
+
+    portal.visit("/projects/nope/", status=404)
+    page.get_by_role("button", name="staffer").click()
+    portal.click_to_page(page.get_by_role("button", name="Sign out"))
+    portal.visit("/accounts/password/reset/")
+    page.get_by_label("Email").fill("viewer@example.org")
+    portal.click_to_page(page.get_by_role("button", name="Send the link"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your e-mail")
