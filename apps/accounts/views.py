@@ -48,7 +48,6 @@ def home(request):
         "recent_jobs": Job.objects.visible_to(user).select_related("project")[:5],
         "is_approver": Membership.Role.APPROVER in roles or Membership.Role.ADMIN in roles,
         "is_admin": Membership.Role.ADMIN in roles or user.is_staff,
-        "is_scientist": Membership.Role.SCIENTIST in roles or Membership.Role.ADMIN in roles,
         "admin_projects": projects_with_action(user, Action.MANAGE_MEMBERS)[:10],
         "recent_events": audit_events.select_related("actor", "project")[:8],
         "activity_chart": events_per_day_figure(events_per_day(audit_events, days=30)),
