@@ -20,7 +20,10 @@ class Action(models.TextChoices):
     VIEW_MEMBERS = "project.view_members", "See who is in the project"
     MANAGE_MEMBERS = "project.manage_members", "Add, change and remove members"
     VIEW_AUDIT = "project.view_audit", "Read the project's audit trail"
-    UPLOAD_DATA = "data.upload", "Upload and profile datasets"
+    UPLOAD_DATA = "data.upload", "Upload, profile and anonymise datasets"
+    VIEW_PII = "data.view_pii", "See columns flagged as personal data"
+    REVEAL_PII = "data.reveal_pii", "Reveal PII columns to viewers"
+    DELETE_DATA = "data.delete", "Delete datasets"
     IMPORT_MODEL = "model.import", "Import models and versions"
     REQUEST_APPROVAL = "approval.request", "Ask for approval to deploy"
     DECIDE_APPROVAL = "approval.decide", "Approve or reject requests"
@@ -31,8 +34,9 @@ class Action(models.TextChoices):
 
 
 _VIEWER = {Action.VIEW_PROJECT, Action.VIEW_MEMBERS, Action.PREDICT}
-_SCIENTIST = _VIEWER | {Action.UPLOAD_DATA, Action.IMPORT_MODEL, Action.REQUEST_APPROVAL, Action.DEPLOY}
-_APPROVER = _VIEWER | {Action.DECIDE_APPROVAL, Action.VIEW_AUDIT}
+_SCIENTIST = _VIEWER | {Action.UPLOAD_DATA, Action.VIEW_PII, Action.IMPORT_MODEL, Action.REQUEST_APPROVAL,
+                        Action.DEPLOY}
+_APPROVER = _VIEWER | {Action.DECIDE_APPROVAL, Action.VIEW_AUDIT, Action.VIEW_PII}
 _ADMIN = set(Action)
 
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
