@@ -81,6 +81,21 @@ if PORTAL_ENCRYPTION_KEY:
             "PORTAL_ENCRYPTION_KEY must be 32 bytes, urlsafe-base64 encoded "
             '(python -c "import os,base64;print(base64.urlsafe_b64encode(os.urandom(32)).decode())").'
         ) from None
+# Previous keys, comma-separated: files written under them stay readable (and rotate_encryption_key
+# moves them to PORTAL_ENCRYPTION_KEY); nothing new is ever encrypted with them.
+PORTAL_ENCRYPTION_OLD_KEYS = env_list("PORTAL_ENCRYPTION_OLD_KEYS", [])
+for _position, _old_key in enumerate(PORTAL_ENCRYPTION_OLD_KEYS, start=1):
+    try:
+        if len(base64.urlsafe_b64decode(_old_key.encode())) != 32:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise ImproperlyConfigured(
+            f"PORTAL_ENCRYPTION_OLD_KEYS: key number {_position} is not 32 bytes, urlsafe-base64 encoded."
+        ) from None
+# Largest dataset upload, in bytes.
+PORTAL_MAX_UPLOAD_BYTES = env_int("PORTAL_MAX_UPLOAD_BYTES", 2 * 1024**3)
+if PORTAL_MAX_UPLOAD_BYTES <= 0:
+    raise ImproperlyConfigured("PORTAL_MAX_UPLOAD_BYTES must be a positive number of bytes.")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -99,6 +114,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.audit",
     "apps.accounts",
+    "apps.datasets",
 ]
 
 MIDDLEWARE = [
@@ -316,6 +332,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status`; name each choice set so the schema's enums are stable.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "apps.core.models.Job.Status",
+        "DatasetVersionStatusEnum": "apps.datasets.models.DatasetVersion.Status",
+    },
 }
 
 LOGGING = {

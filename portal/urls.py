@@ -9,6 +9,7 @@ from apps.accounts import api as accounts_api
 from apps.audit import api as audit_api
 from apps.core import api as core_api
 from apps.core import views as core_views
+from apps.datasets import api as datasets_api
 
 router = DefaultRouter(trailing_slash=True)
 router.register("projects", accounts_api.ProjectViewSet, basename="project")
@@ -18,6 +19,9 @@ router.register("tokens", accounts_api.ApiTokenViewSet, basename="token")
 router.register("users", accounts_api.UserViewSet, basename="user")
 router.register("jobs", core_api.JobViewSet, basename="job")
 router.register("audit/events", audit_api.AuditEventViewSet, basename="audit-event")
+router.register("datasets", datasets_api.DatasetViewSet, basename="dataset")
+router.register(r"datasets/(?P<dataset_uuid>[0-9a-f-]{36})/versions", datasets_api.DatasetVersionViewSet,
+                basename="dataset-version")
 
 members_collection = accounts_api.ProjectMembersCollection.as_view(
     {"get": "list", "post": "create", "patch": "partial_update", "delete": "destroy"})
@@ -32,6 +36,7 @@ api_patterns = [
 urlpatterns = [
     path("", include("apps.accounts.urls")),
     path("", include("apps.core.urls")),
+    path("", include("apps.datasets.urls")),
     path("audit/", include("apps.audit.urls")),
     path("api/v1/", include((api_patterns, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

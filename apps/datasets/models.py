@@ -113,3 +113,33 @@ class DatasetVersion(models.Model):
         if can(user, Action.VIEW_PII, self):
             return set()
         return set(self.pii_columns) - set(self.revealed_columns)
+
+
+def redact_profile(profile: dict | None, hidden: set[str]) -> dict | None:
+    """The profile with hidden (PII) columns reduced to counts: no values, ranges or charts that leak them."""
+    if not profile or not hidden:
+        return profile
+    redacted = dict(profile)
+    redacted["columns"] = [
+        c
+        if c["name"] not in hidden
+        else {
+            "name": c["name"],
+            "type": c["type"],
+            "missing": c.get("missing"),
+            "missing_pct": c.get("missing_pct"),
+            "pii": c.get("pii"),
+            "hidden": True,
+        }
+        for c in profile.get("columns", [])
+    ]
+    corr = profile.get("correlations") or {}
+    keep = [i for i, name in enumerate(corr.get("columns", [])) if name not in hidden]
+    redacted["correlations"] = {
+        "columns": [corr["columns"][i] for i in keep],
+        "matrix": [[corr["matrix"][i][j] for j in keep] for i in keep],
+    }
+    redacted["warnings"] = [
+        w for w in profile.get("warnings", []) if w.get("column") not in hidden or w.get("kind") == "pii"
+    ]
+    return redacted

@@ -56,3 +56,21 @@ def test_a_finished_job_delivered_again_is_not_run_twice(celery_worker_process, 
     again = Job.objects.get(pk=job.id)
     assert (again.status, again.finished_at, again.result) == (finished.status, finished.finished_at,
                                                                finished.result)
+
+
+def test_an_uploaded_dataset_is_profiled_by_the_worker(celery_worker_process, people, api_as, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.datasets.models import DatasetVersion
+    from tests.datasets.conftest import PEOPLE_CSV
+
+    api = api_as(people["scientist"])
+    response = api.post("/api/v1/datasets/", {"project": "alpha", "name": "customers",
+                                              "file": SimpleUploadedFile("people.csv", PEOPLE_CSV)},
+                        format="multipart")
+    assert response.status_code == 202, response.content
+    job, seen = _watch(response.json()["job"]["id"])
+    assert job.status == Job.Status.SUCCEEDED, (job.error, celery_worker_process.read_text()[-2000:])
+    version = DatasetVersion.objects.get(dataset__uuid=response.json()["dataset"], number=1)
+    assert version.status == "ready" and version.row_count == 200
+    assert len({progress for _, progress in seen}) >= 2, f"progress was reported along the way: {seen}"

@@ -21,7 +21,8 @@ def plotly_chart(figure, element_id: str, label: str):
 
 
 _STATUS_CLASSES = {"queued": "secondary", "running": "primary", "succeeded": "success", "failed": "danger",
-                   "active": "success", "revoked": "secondary", "expired": "warning"}
+                   "active": "success", "revoked": "secondary", "expired": "warning",
+                   "profiling": "primary", "ready": "success"}
 
 
 @register.simple_tag
