@@ -60,7 +60,7 @@ def obtain_token(request):
     if wait:
         services.record_failed_login(data["username"], request)
         raise exceptions.AuthenticationFailed(
-            f"Too many failed attempts; wait {max(1, round(wait / 60))} minute(s) or reset your password.")
+            f"Too many failed attempts; wait {max(1, round(wait / 60))} minute(s) before trying again.")
     user = authenticate(request, username=data["username"], password=data["password"])
     if user is None:
         raise exceptions.AuthenticationFailed("Invalid username or password.")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.validators import validate_email
 from django.utils import timezone
 
@@ -18,7 +19,8 @@ class LockoutAuthenticationForm(AuthenticationForm):
         **AuthenticationForm.error_messages,
         "invalid_login": "That username and password do not match. Check both and try again "
                          "(the password is case-sensitive).",
-        "locked": "Too many failed sign-in attempts. Wait %(minutes)s minute(s), or reset your password.",
+        "locked": "Too many failed sign-in attempts. Wait %(minutes)s minute(s) before trying again "
+                  "(each further attempt restarts the wait).",
     }
 
     def clean(self):
@@ -30,6 +32,14 @@ class LockoutAuthenticationForm(AuthenticationForm):
                 raise forms.ValidationError(self.error_messages["locked"], code="locked",
                                             params={"minutes": max(1, round(wait / 60))})
         return super().clean()
+
+
+class InvitationAwarePasswordResetForm(PasswordResetForm):
+    """Django's reset form, but invited users who never chose a password can ask for a new link too."""
+
+    def get_users(self, email):
+        users = get_user_model()._default_manager.filter(email__iexact=email, is_active=True)
+        return (u for u in users if u.email and u.email.lower() == email.lower())
 
 
 class ProjectForm(forms.ModelForm):

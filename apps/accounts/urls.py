@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
 from apps.accounts import views
+from apps.accounts.forms import InvitationAwarePasswordResetForm
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,7 +15,8 @@ urlpatterns = [
         template_name="accounts/message.html", extra_context={
             "title": "Password changed", "text": "Your new password is in use."}), name="password_change_done"),
     path("accounts/password/reset/", auth_views.PasswordResetView.as_view(
-        template_name="accounts/password_reset.html", email_template_name="accounts/password_reset_email.txt",
+        form_class=InvitationAwarePasswordResetForm, template_name="accounts/password_reset.html",
+        email_template_name="accounts/password_reset_email.txt",
         subject_template_name="accounts/password_reset_subject.txt"), name="password_reset"),
     path("accounts/password/reset/sent/", auth_views.PasswordResetDoneView.as_view(
         template_name="accounts/message.html", extra_context={

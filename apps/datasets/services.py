@@ -189,6 +189,7 @@ def profile_version(job_id: str) -> None:
             "It has been logged; try again or contact the operators.",
         )
         raise exc from None
+    _mark_anonymised_columns(profile, version.transformation)
     with transaction.atomic():
         DatasetVersion.objects.filter(pk=version.pk).update(
             status=DatasetVersion.Status.READY,
@@ -216,6 +217,19 @@ def profile_version(job_id: str) -> None:
         result={"version": str(version.uuid)},
         message=f"Profiled {profile['row_count']:,} rows × {profile['column_count']} columns",
     )
+
+
+def _mark_anonymised_columns(profile: dict, transformation: dict | None) -> None:
+    """Columns an anonymisation plan masked, hashed or generalised no longer hold personal data as such;
+    detection by column name alone would otherwise hide them from viewers again."""
+    plan = (transformation or {}).get("plan") or {}
+    changed = {name for name, step in plan.items() if (step or {}).get("method") in {"mask", "hash", "generalise"}}
+    for column in profile.get("columns", []):
+        if column["name"] in changed:
+            column["anonymised"] = plan[column["name"]]["method"]
+            column["pii"] = None
+    profile["warnings"] = [w for w in profile.get("warnings", [])
+                           if not (w.get("kind") == "pii" and w.get("column") in changed)]
 
 
 def _profiling_failed(version: DatasetVersion, job_id: str, message: str) -> None:

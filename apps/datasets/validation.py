@@ -72,6 +72,8 @@ def _shift(reference: dict, current: dict) -> float | None:
         return psi(ref_hist["counts"], cur_hist["counts"])
     if ref_hist.get("edges") and current.get("numeric") and cur_hist.get("edges"):
         return psi(ref_hist["counts"], _rebin(cur_hist, ref_hist["edges"]))
+    if reference.get("type") not in {"categorical", "boolean"}:
+        return None  # identifiers and free text: every value differs, so a shift score means nothing
     ref_top = {t["value"]: t["count"] for t in reference.get("top_values") or []}
     cur_top = {t["value"]: t["count"] for t in current.get("top_values") or []}
     if ref_top and cur_top:

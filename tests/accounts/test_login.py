@@ -18,7 +18,8 @@ from tests.conftest import PASSWORD
 
 LOGIN = "/accounts/login/"
 TOKEN_LOGIN = "/api/v1/auth/token/"
-LOCKED_MESSAGE = "Too many failed sign-in attempts. Wait {minutes} minute(s), or reset your password."
+LOCKED_MESSAGE = ("Too many failed sign-in attempts. Wait {minutes} minute(s) before trying again "
+                  "(each further attempt restarts the wait).")
 WRONG_MESSAGE = "That username and password do not match."
 NEW_PASSWORD = "Lighthouse-keeper-47"
 
@@ -247,3 +248,12 @@ def test_a_deactivated_user_cannot_sign_in(people):
     response = sign_in(Client(), "viewer", PASSWORD)
     assert signed_in_user(response) is None
     assert WRONG_MESSAGE in text_of(response)
+
+
+def test_an_invited_user_who_never_set_a_password_can_ask_for_a_new_link(people, project, client, mailoutbox):
+    from apps.accounts import services
+
+    services.invite_member(project, actor=people["admin"], email="late@example.org", role="viewer")
+    mailoutbox.clear()
+    client.post("/accounts/password/reset/", {"email": "late@example.org"})
+    assert len(mailoutbox) == 1 and "/accounts/password/reset/" in mailoutbox[0].body

@@ -98,3 +98,18 @@ def test_compare_reports_schema_changes_between_versions(people, profiled, api_a
     assert any(f["kind"] == "missing_column" and f["column"] == "name" for f in body["findings"])
     page = client_as(people["viewer"]).get(f"/datasets/{profiled.dataset.uuid}/compare/?base=1&other=2")
     assert page.status_code == 200 and 'id="verdict"' in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_hashed_columns_of_a_derived_version_are_no_longer_hidden_from_viewers(
+        people, profiled, api_as, django_capture_on_commit_callbacks):
+    from apps.datasets import services
+
+    with django_capture_on_commit_callbacks(execute=False):
+        job = services.start_anonymisation(profiled, actor=people["scientist"],
+                                           plan={"email": {"method": "hash"}, "name": {"method": "mask"}})
+        services.anonymise(str(job.id))
+    derived = run_profiling(DatasetVersion.objects.get(number=2))
+    assert derived.pii_columns == []
+    rows = api_as(people["viewer"]).get(f"/api/v1/datasets/{profiled.dataset.uuid}/versions/2/rows/").json()
+    assert {"email", "name"} <= set(rows["columns"])
