@@ -192,9 +192,9 @@ def _content_shares(arr: pa.Array, hinted: set[str]) -> dict[str, float]:
         shares["address"] = 0.0
         return _name_shares(arr, digits, hinted, shares)
 
-    ssn = _matches(arr, _PATTERNS["ssn"])
+    ssn_shaped = ssn = _matches(arr, _PATTERNS["ssn"])
     if "ssn" in hinted:
-        ssn |= _matches(arr, _PATTERNS["ssn_bare"])
+        ssn = ssn | _matches(arr, _PATTERNS["ssn_bare"])
     shares["ssn"] = _count_python(arr, ssn, _valid_ssn) / n
 
     cards = _matches(arr, _PATTERNS["credit_card"])
@@ -208,7 +208,7 @@ def _content_shares(arr: pa.Array, hinted: set[str]) -> dict[str, float]:
     phone = _matches(arr, _PATTERNS["phone"])
     if "phone" in hinted:
         phone |= _matches(arr, _PATTERNS["phone_bare"])
-    phone &= (digits >= 7) & (digits <= 15) & ~dates
+    phone &= (digits >= 7) & (digits <= 15) & ~dates & ~ssn_shaped  # 123-45-6789 is never a phone number
     shares["phone"] = phone.mean()
 
     if "date_of_birth" in hinted:

@@ -7,10 +7,12 @@ schema metadata under `WARNINGS_KEY`; `profiling.profile_batches` turns them int
 How CSV/TSV is read, and why it takes two passes: Arrow's streaming reader fixes each column's type from
 the first block and fails when a later row disagrees (whole numbers, then "1.5" or "abc" at row 900,000).
 Batches must carry their final types (the Parquet copy is written as they arrive), so a first pass parses
-the file in chunks with every non-text column typed, widening a column (integer -> float -> text) when a
-chunk disagrees, and checks row lengths and UTF-8. Widening never invalidates earlier chunks. The second
-pass parses again with the final types, in a background thread so that it overlaps with the consumer.
-Text columns cannot fail, so the first pass skips them. A file that fits in one chunk is parsed once.
+the file in chunks of about `batch_rows` rows with every non-text column typed, widening a column
+(integer -> float -> text) when a chunk disagrees, and checks row lengths and UTF-8. Widening never
+invalidates earlier chunks. Those typed columns wait in a spool (memory, then a temporary file); the second
+pass parses only the text columns, in a background thread so that it overlaps with the consumer, and puts
+each chunk back together. So every value is converted once; only splitting rows into values happens twice.
+A file that fits in one chunk is parsed once.
 
 Encodings: UTF-8 (with or without a byte-order mark) and UTF-16 with a byte-order mark are read as they
 are. Anything else is read as Windows-1252 (bytes it leaves undefined as Latin-1) with a warning, which
@@ -68,6 +70,7 @@ HEAD_BYTES = 1 << 20
 MAX_HEADER_BYTES = 16 << 20
 CHUNK_BYTES = 16 << 20
 XLSX_SPOOL_MEMORY_BYTES = 64 << 20
+CSV_SPOOL_MEMORY_BYTES = 16 << 20  # parsed columns kept in memory between the passes; beyond, a temporary file
 CSV_CHECK_SHARE = 40  # percent of the job the CSV first pass reports
 XLSX_READ_SHARE = 85
 
@@ -177,8 +180,8 @@ def iter_batches(stream: BinaryIO, fmt: str, *, batch_rows: int = 65_536) -> Ite
     """Yield the file's rows as record batches of at most `batch_rows` rows, all with one final schema.
 
     Column types are int64, float64, bool, timestamp or string. There is always at least one batch (with
-    zero rows for a file with only a header), so the schema is known. CSV/TSV streams may be
-    non-seekable (they are copied to a temporary file first); Parquet and Excel streams must be seekable.
+    zero rows for a file with only a header), so the schema is known. A stream that cannot seek is first
+    copied to a temporary file (both CSV passes, Parquet and Excel need to re-read).
     The schema metadata carries reader warnings (`WARNINGS_KEY`) and, when known, the row count. Problems
     with the file raise DataFileError, on the first `next()` for most of them.
     """
@@ -302,15 +305,17 @@ class _CsvPlan:
     decimal_point: str = "."
     careful: bool = False  # values contain line breaks: cut chunks by quote parity, parse serially
     types: dict[str, pa.DataType] = field(default_factory=dict)  # checked columns; the rest are text
+    chunk_bytes: int = CHUNK_BYTES  # about batch_rows rows, so that most chunks make one batch
     warnings: list[dict] = field(default_factory=list)
 
-    def read_options(self, first: bool, block_size: int | None = None) -> pacsv.ReadOptions:
-        # The first pass splits a chunk into blocks for Arrow's threads; the second parses a chunk as one block
-        # (one batch of about batch_rows rows) while the consumer works on the previous one.
+    def read_options(self, first: bool, *, serial: bool = False) -> pacsv.ReadOptions:
+        # Blocks of 1-2 MB parse fastest (they stay in cache). The first pass parses with Arrow's threads; the
+        # second parses on one thread while the consumer works on the previous chunk on another.
         return pacsv.ReadOptions(
             column_names=self.names,
             skip_rows=self.skip_rows if first else 0,
-            block_size=block_size or max(1 << 20, CHUNK_BYTES // max(1, pa.cpu_count())),
+            block_size=(2 << 20) if serial else (1 << 20),
+            use_threads=not serial,
         )
 
     def parse_options(self, *, serial: bool = False) -> pacsv.ParseOptions:
@@ -325,11 +330,11 @@ class _CsvPlan:
         )
 
     def parse(
-        self, chunk: pa.Buffer, first: bool, types: dict, include: list[str] | None = None, *, one_block: bool = False
+        self, chunk: pa.Buffer, first: bool, types: dict, include: list[str] | None = None, *, serial: bool = False
     ) -> pa.Table:
         return pacsv.read_csv(
             pa.BufferReader(chunk),
-            read_options=self.read_options(first, chunk.size + 1 if one_block else None),
+            read_options=self.read_options(first, serial=serial),
             parse_options=self.parse_options(),
             convert_options=self.convert_options(types, include),
         )
@@ -344,14 +349,14 @@ class _RaggedRows(Exception):
 
 
 def _iter_delimited(stream: BinaryIO, fmt: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    with _seekable_copy(stream) as (src, start):
-        plan = _plan_csv(src, start, fmt)
+    with _seekable_copy(stream) as (src, start), _Spool() as spool:
+        plan = _plan_csv(src, start, fmt, batch_rows)
         for _attempt in range(3):  # at most: another encoding, then careful row cutting
             try:
-                rows, whole = _check_csv(src, start, plan)
+                rows, whole = _check_csv(src, start, plan, spool)
                 break
             except _Restart:
-                continue
+                spool.clear()
         else:
             raise DataFileError("The file could not be read as CSV. Check that it is a CSV file and upload it again.")
         fields = [pa.field(n, plan.types.get(n, pa.string())) for n in plan.names]
@@ -364,9 +369,7 @@ def _iter_delimited(stream: BinaryIO, fmt: str, batch_rows: int) -> Iterator[pa.
                 if batch.num_rows:
                     yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
         else:
-            size = _source_size(src, start) or CHUNK_BYTES
-            chunk_bytes = int(min(max(size / rows * batch_rows * 0.98, 1 << 20), 4 * CHUNK_BYTES))
-            yield from _read_csv_in_background(src, start, plan, schema, batch_rows, chunk_bytes)
+            yield from _read_csv_in_background(src, start, plan, schema, batch_rows, spool)
 
 
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
@@ -398,7 +401,7 @@ def _source_size(src: BinaryIO, start: int) -> int | None:
         return None
 
 
-def _plan_csv(src: BinaryIO, start: int, fmt: str) -> _CsvPlan:
+def _plan_csv(src: BinaryIO, start: int, fmt: str, batch_rows: int = 65_536) -> _CsvPlan:
     """Read the head: encoding, separator, header and a first guess of the column types."""
     src.seek(start)
     head = src.read(HEAD_BYTES)
@@ -451,7 +454,12 @@ def _plan_csv(src: BinaryIO, start: int, fmt: str) -> _CsvPlan:
         decimal_point=decimal_point,
         warnings=warnings,
     )
-    plan.types = _guess_types(plan, complete)
+    plan.types, head_rows = _guess_types(plan, complete)
+    if head_rows:
+        per_row = len(complete.encode("utf-8")) / head_rows
+        plan.chunk_bytes = int(min(max(batch_rows * per_row * 0.98, min(1 << 20, CHUNK_BYTES)), 4 * CHUNK_BYTES))
+    else:
+        plan.chunk_bytes = CHUNK_BYTES
     return plan
 
 
@@ -524,7 +532,7 @@ def _sniff_dialect(text: str, fmt: str, warnings: list[dict]) -> tuple[str, str]
     return best, decimal_point
 
 
-def _guess_types(plan: _CsvPlan, complete_head: str) -> dict[str, pa.DataType]:
+def _guess_types(plan: _CsvPlan, complete_head: str) -> tuple[dict[str, pa.DataType], int]:
     """Arrow's inference on the head. Text columns are final; the others are checked by the first pass."""
     try:
         table = pacsv.read_csv(
@@ -534,14 +542,16 @@ def _guess_types(plan: _CsvPlan, complete_head: str) -> dict[str, pa.DataType]:
             convert_options=plan.convert_options({}),
         )
     except pa.ArrowInvalid:
-        return {name: pa.null() for name in plan.names}  # the first pass finds out (or names the bad line)
-    return {f.name: _normalise(f.type) for f in table.schema if not pa.types.is_string(_normalise(f.type))}
+        return {name: pa.null() for name in plan.names}, 0  # the first pass finds out (or names the bad line)
+    types = {f.name: _normalise(f.type) for f in table.schema if not pa.types.is_string(_normalise(f.type))}
+    return types, table.num_rows
 
 
 def _chunks(
-    src: BinaryIO, start: int, plan: _CsvPlan, size: int = CHUNK_BYTES
+    src: BinaryIO, start: int, plan: _CsvPlan, size: int | None = None
 ) -> Iterator[tuple[pa.Buffer, bool, bool, int]]:
     """Cut the text (as UTF-8) into chunks ending at a row boundary: (chunk, is_first, is_last, bytes_read)."""
+    size = size or CHUNK_BYTES
     src.seek(start)
     decoder = None
     if plan.encoding == "utf-16":
@@ -551,24 +561,26 @@ def _chunks(
     left = b""
     first = True
     done = 0
+    # One buffer, reused: each chunk is parsed (and copied by Arrow) before the next is read. Fresh 16 MB
+    # buffers would cost a page fault per 4 kB every time.
+    buf = bytearray(size)
     while True:
-        # A fresh buffer per chunk, read into directly: the rest of the previous chunk (less than a row) goes first.
-        buf = bytearray(len(left) + size)
-        buf[: len(left)] = left
-        n = _read_into(src, memoryview(buf)[len(left) :])
-        del buf[len(left) + n :]
+        if len(buf) < len(left) + size:
+            buf = bytearray(len(left) + size)  # a row longer than a chunk is being read
+        view = memoryview(buf)
+        view[: len(left)] = left
+        n = _read_into(src, view[len(left) : len(left) + size])
         done += n
         last = n < size
+        data = view[: len(left) + n]
         if decoder is not None:
-            buf = bytearray(left + decoder.decode(bytes(buf[len(left) :]), final=last).encode("utf-8"))
-        cut = len(buf) if last else _row_boundary(buf, plan.careful)
+            data = memoryview(left + decoder.decode(bytes(view[len(left) : len(left) + n]), final=last).encode())
+        cut = len(data) if last else _row_boundary(data, plan.careful)
         if cut > 0:
-            chunk = pa.py_buffer(buf)
-            yield (chunk[:cut] if cut < len(buf) else chunk), first, last, done
+            yield pa.py_buffer(data)[:cut], first, last, done
             first = False
-            left = bytes(buf[cut:])
-        else:  # a row longer than a chunk: read on
-            left = bytes(buf)
+        left = bytes(data[cut:])
+        del view, data
         if last:
             return
 
@@ -583,17 +595,22 @@ def _read_into(src: BinaryIO, view: memoryview) -> int:
     return filled
 
 
-def _row_boundary(buf: bytes, careful: bool) -> int:
+def _row_boundary(data: memoryview, careful: bool) -> int:
     """Offset just after the last line break that ends a row (outside quotes when values have line breaks)."""
+    tail = bytes(data[-(1 << 16) :])  # rows are usually much shorter than 64 kB
+    nl = tail.rfind(b"\n")
+    if nl >= 0 and not careful:
+        return len(data) - len(tail) + nl + 1
+    whole = bytes(data)
     if not careful:
-        return buf.rfind(b"\n") + 1
-    quotes = int(np.count_nonzero(np.frombuffer(buf, np.uint8) == ord('"')))
-    end = len(buf)
+        return whole.rfind(b"\n") + 1
+    quotes = int(np.count_nonzero(np.frombuffer(data, np.uint8) == ord('"')))
+    end = len(whole)
     while True:
-        nl = buf.rfind(b"\n", 0, end)
+        nl = whole.rfind(b"\n", 0, end)
         if nl < 0:
             return 0
-        if (quotes - buf.count(b'"', nl)) % 2 == 0:
+        if (quotes - whole.count(b'"', nl)) % 2 == 0:
             return nl + 1
         end = nl
 
@@ -606,14 +623,15 @@ def _require_utf8(chunk: pa.Buffer) -> None:
 _CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to [^:]+: invalid value")
 
 
-def _check_csv(src: BinaryIO, start: int, plan: _CsvPlan) -> tuple[int, pa.Table | None]:
+def _check_csv(src: BinaryIO, start: int, plan: _CsvPlan, spool: _Spool) -> tuple[int, pa.Table | None]:
     """First pass: settle the checked columns' types, check row lengths and encoding.
 
+    The checked (non-text) columns of each chunk go to the spool, parsed: the second pass only parses the text.
     Returns the row count and, when the file was a single chunk, that chunk parsed with all its columns.
     """
     size = _source_size(src, start)
     rows = 0
-    for index, (chunk, first, last, done) in enumerate(_chunks(src, start, plan)):
+    for index, (chunk, first, last, done) in enumerate(_chunks(src, start, plan, plan.chunk_bytes)):
         if plan.encoding == "utf-8":
             try:
                 _require_utf8(chunk)
@@ -634,7 +652,15 @@ def _check_csv(src: BinaryIO, start: int, plan: _CsvPlan) -> tuple[int, pa.Table
             _report(CSV_CHECK_SHARE * min(done, size) / size, f"Checking the file ({_mb(done)} of {_mb(size)})")
         if whole:
             return rows, table
+        spool.add(table.select([n for n in table.column_names if n in plan.types]), table.num_rows)
+        del table
+        _release_memory()
     return rows, None
+
+
+def _release_memory() -> None:
+    """Hand memory freed by Arrow back to the system: its allocator otherwise keeps every chunk's worth."""
+    pa.default_memory_pool().release_unused()
 
 
 def _mb(n: int) -> str:
@@ -677,7 +703,7 @@ def _widen(plan: _CsvPlan, name: str, chunk: pa.Buffer, first: bool) -> None:
 def _ragged_error(message: str, src: BinaryIO, start: int, plan: _CsvPlan, index: int) -> DataFileError:
     """Name the first row whose length differs from the header's, by its line number in a text editor."""
     lines_before = 0
-    for i, (chunk, first, _, _) in enumerate(_chunks(src, start, plan)):
+    for i, (chunk, first, _, _) in enumerate(_chunks(src, start, plan, plan.chunk_bytes)):
         if i < index:
             lines_before += int(np.count_nonzero(np.frombuffer(chunk, np.uint8) == 10))
             continue
@@ -718,11 +744,11 @@ def _separator(delimiter: str) -> str:
 
 
 def _read_csv_in_background(
-    src: BinaryIO, start: int, plan: _CsvPlan, schema: pa.Schema, batch_rows: int, chunk_bytes: int
+    src: BinaryIO, start: int, plan: _CsvPlan, schema: pa.Schema, batch_rows: int, spool: _Spool
 ) -> Iterator[pa.RecordBatch]:
-    """Second pass: parse with the final types in a thread, so parsing overlaps with the consumer's work."""
-    types = {f.name: f.type for f in schema}
-    q: queue.Queue = queue.Queue(maxsize=4)
+    """Second pass: parse the text columns (in a thread, overlapping with the consumer) beside the spooled rest."""
+    text = [f.name for f in schema if pa.types.is_string(f.type)]
+    q: queue.Queue = queue.Queue(maxsize=1)  # the next batch is parsed while the consumer works on this one
     stop = threading.Event()
     done = object()
 
@@ -735,12 +761,30 @@ def _read_csv_in_background(
                 continue
         return False
 
+    def chunks() -> Iterator[tuple[pa.Table | None, int, pa.Table | None]]:
+        if not text:
+            for typed, rows in spool:
+                yield typed, rows, None
+            return
+        parsed = _chunks(src, start, plan, plan.chunk_bytes)
+        for (typed, rows), (chunk, first, _, _) in zip(spool, parsed, strict=True):
+            yield typed, rows, plan.parse(chunk, first, dict.fromkeys(text, pa.string()), text, serial=False)
+
     def produce() -> None:
         try:
-            for chunk, first, _, _ in _chunks(src, start, plan, chunk_bytes):
-                table = plan.parse(chunk, first, types, one_block=True)
-                for batch in table.to_batches(max_chunksize=batch_rows):
-                    if batch.num_rows and not put(batch):
+            for typed, rows, parsed in chunks():
+                columns = []
+                for f in schema:
+                    source = parsed if pa.types.is_string(f.type) else typed
+                    if source is None or source.num_rows != rows:
+                        raise RuntimeError("the two passes over the CSV file disagree on its rows")
+                    column = source.column(f.name).combine_chunks()
+                    columns.append(column if column.type == f.type else column.cast(f.type))
+                whole = pa.RecordBatch.from_arrays(columns, schema=schema)
+                del typed, parsed, columns
+                _release_memory()
+                for offset in range(0, rows, batch_rows):
+                    if not put(whole.slice(offset, batch_rows)):
                         return
             put(done)
         except BaseException as exc:  # handed to the consumer, which re-raises it
@@ -755,13 +799,63 @@ def _read_csv_in_background(
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield pa.RecordBatch.from_arrays(item.columns, schema=schema)
+            yield item
     finally:
         stop.set()
         with contextlib.suppress(queue.Empty):
             while True:
                 q.get_nowait()
         worker.join()
+
+
+class _Spool:
+    """Parsed tables kept between the two passes: in memory up to a limit, then in a temporary file."""
+
+    def __init__(self) -> None:
+        self.memory_bytes = CSV_SPOOL_MEMORY_BYTES
+        self.items: list[tuple[pa.Table | tuple[int, int] | None, int]] = []
+        self.held = 0
+        self.file = None
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.items, self.held = [], 0
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def add(self, table: pa.Table, rows: int) -> None:
+        if not table.num_columns:
+            self.items.append((None, rows))
+            return
+        table = table.combine_chunks()
+        if self.file is None and self.held + table.nbytes <= self.memory_bytes:
+            self.items.append((table, rows))
+            self.held += table.nbytes
+            return
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(prefix="portal-csv-")  # noqa: SIM115 (closed by clear())
+            self.items = [(self._write(kept) if isinstance(kept, pa.Table) else kept, n) for kept, n in self.items]
+            self.held = 0
+        self.items.append((self._write(table), rows))
+
+    def _write(self, table: pa.Table) -> tuple[int, int]:
+        offset = self.file.seek(0, os.SEEK_END)
+        with paipc.new_stream(self.file, table.schema) as writer:
+            writer.write_table(table)
+        return offset, self.file.tell() - offset
+
+    def __iter__(self) -> Iterator[tuple[pa.Table | None, int]]:
+        for item, rows in self.items:
+            if isinstance(item, tuple):
+                self.file.seek(item[0])
+                item = paipc.open_stream(pa.py_buffer(self.file.read(item[1]))).read_all()
+            yield item, rows
 
 
 # --- Parquet --------------------------------------------------------------------------------------------
@@ -924,8 +1018,9 @@ def _read_sheet(sheet, spool: _XlsxSpool, batch_rows: int) -> tuple[list[str], l
         if len(buffer) >= batch_rows:
             spool.add(buffer, width)
             buffer = []
-            if total:
-                _report(XLSX_READ_SHARE * min(spool.rows, total) / total, f"Reading the workbook ({spool.rows:,} rows)")
+            # Without a size in the sheet's header, the share of rows read can only be guessed: approach, never reach.
+            share = min(spool.rows, total) / total if total else spool.rows / (spool.rows + 100_000)
+            _report(XLSX_READ_SHARE * share, f"Reading the workbook ({spool.rows:,} rows so far)")
     if buffer:
         spool.add(buffer, width)
     if ignored:
