@@ -1,4 +1,4 @@
-"""Benchmark the data grid (apps/datasets/grid.py): page requests on a generated 1M x 20 Parquet file.
+"""Benchmark the data grid (apps/datasets/grid/): page requests on a generated 1M x 20 Parquet file.
 
 Run from the repository root:
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_mb_before": rss_mb()}
         encrypted_name = encrypted_copy(path, workdir / "media")
         cold, warm, memory = run(path, encrypted_name, args.repeat, args.page_size)
-        data["table_mb_in_memory"] = round(grid._cache["bench-version"].nbytes / 1e6, 1)
+        data["table_mb_in_memory"] = round(grid.cache._cache["bench-version"].nbytes / 1e6, 1)
     finally:
         grid.clear_cache()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -217,7 +217,7 @@ def test_sorts_and_filters_large_strings():
 
 
 def test_texts_alike_beyond_their_prefix_are_ranked_once(monkeypatch):
-    monkeypatch.setattr(grid, "_MAX_PREFIX_TIES", 10)
+    monkeypatch.setattr(grid.sorting, "_MAX_PREFIX_TIES", 10)
     values = [f"same-long-prefix {i * 7919 % 1000:04d}" for i in range(1000)]
     table = pa.table({"row": range(1000), "text": values})
     expected = reference_order(values, descending=True)

@@ -39,10 +39,10 @@ def small_chunks(monkeypatch, request):
 
     Parsed columns wait between the passes in memory, or in a temporary file.
     """
-    monkeypatch.setattr(readers, "CHUNK_BYTES", 256)
-    monkeypatch.setattr(readers, "HEAD_BYTES", 64)
+    monkeypatch.setattr(readers.csv_plan, "CHUNK_BYTES", 256)
+    monkeypatch.setattr(readers.csv_plan, "HEAD_BYTES", 64)
     if request.param == "disk":
-        monkeypatch.setattr(readers, "CSV_SPOOL_MEMORY_BYTES", 0)
+        monkeypatch.setattr(readers.csv_read, "CSV_SPOOL_MEMORY_BYTES", 0)
 
 
 class Unseekable(io.RawIOBase):
@@ -377,7 +377,7 @@ def test_zip_bomb_disguised_as_xlsx_is_refused_before_unpacking():
 
 
 def test_xlsx_declaring_too_much_data_is_refused(monkeypatch):
-    monkeypatch.setattr(readers, "MAX_XLSX_UNCOMPRESSED_BYTES", 1000)
+    monkeypatch.setattr(readers.excel, "MAX_XLSX_UNCOMPRESSED_BYTES", 1000)
     assert "zip bomb" in refused(xlsx_bytes([["a"], ["x" * 2000]]), "xlsx")
 
 

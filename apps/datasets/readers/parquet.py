@@ -1,0 +1,81 @@
+"""Read a Parquet file as batches of the reader's types (nested values as JSON text)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import DataFileError, _check_names, _empty_batch, _final_schema, _normalise, _warning
+
+
+def _iter_parquet(stream: BinaryIO, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(stream)
+        source = pf.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise DataFileError(
+            f"This Parquet file can't be read ({exc}). Check that it is complete and upload it again."
+        ) from None
+    warnings: list[dict] = []
+    if not len(source):
+        raise DataFileError("The Parquet file has no columns.")
+    names = _check_names(source.names, warnings)
+    fields = []
+    for name, f in zip(names, source, strict=True):
+        target = _normalise(f.type)
+        if pa.types.is_null(target):
+            target = pa.string()
+        if _is_nested(f.type):
+            warnings.append(
+                _warning(name, "nested", f"`{name}` holds nested values ({f.type}); they are shown as JSON text.")
+            )
+        fields.append(pa.field(name, target))
+    schema = _final_schema(fields, warnings, pf.metadata.num_rows, 0)
+    produced = False
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            columns = [_to_reader_type(batch.column(i), schema.field(i)) for i in range(batch.num_columns)]
+            produced = True
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataFileError(f"This Parquet file is damaged ({exc}). Export it again and upload the new file.") from None
+    if not produced:
+        yield _empty_batch(schema)
+
+
+def _is_nested(t: pa.DataType) -> bool:
+    return pa.types.is_nested(t) or pa.types.is_union(t)
+
+
+def _to_reader_type(arr: pa.Array, target: pa.Field) -> pa.Array:
+    t = arr.type
+    if t == target.type:
+        return arr
+    if pa.types.is_dictionary(t):
+        arr = arr.dictionary_decode()
+        return _to_reader_type(arr, target)
+    if _is_nested(t):
+        return pa.array(
+            [None if v is None else json.dumps(v, default=str, ensure_ascii=False) for v in arr.to_pylist()],
+            pa.string(),
+        )
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        try:
+            return arr.cast(pa.binary()).cast(pa.string())
+        except pa.ArrowInvalid:
+            return pa.array([None if v is None else v.hex() for v in arr.to_pylist()], pa.string())
+    try:
+        return pc.cast(arr, target.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if pa.types.is_integer(t):
+            raise DataFileError(
+                f"`{target.name}` has whole numbers too large for the portal (over 9,223,372,036,854,775,807). Store "
+                "them as text or decimals and upload the file again."
+            ) from None
+        return pa.array([None if v is None else str(v) for v in arr.to_pylist()], pa.string())
