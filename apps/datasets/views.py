@@ -17,6 +17,7 @@ from apps.datasets import charts, services
 from apps.datasets.forms import UploadForm
 from apps.datasets.grid import GridQueryError, read_page
 from apps.datasets.models import Dataset, DatasetVersion, redact_profile
+from apps.datasets.pii import KIND_LABELS
 
 
 def _respond_redirect(request, url: str):
@@ -140,7 +141,7 @@ def version_detail(request, dataset_id, number):
         return response
     hidden = version.hidden_columns_for(request.user)
     profile = redact_profile(version.profile, hidden)
-    columns = (profile or {}).get("columns", [])
+    columns = _with_pii_labels((profile or {}).get("columns", []))
     return render(
         request,
         "datasets/version_detail.html",
@@ -151,13 +152,22 @@ def version_detail(request, dataset_id, number):
             "profile": profile,
             "hidden": hidden,
             "columns": columns,
-            "column_charts": [(c, charts.column_figure(c)) for c in columns if not c.get("hidden")],
+            "column_charts": [(c, figure, f"column-chart-{i}") for i, c in enumerate(columns)
+                              if not c.get("hidden") and (figure := charts.column_figure(c)) is not None],
             "heatmap": charts.correlation_figure(profile.get("correlations")) if profile else None,
             "may_reveal": can(request.user, Action.REVEAL_PII, version),
             "may_anonymise": can(request.user, Action.UPLOAD_DATA, version),
             "missing_cells_pct": _missing_cells_pct(profile),
         },
     )
+
+
+def _with_pii_labels(columns: list[dict]) -> list[dict]:
+    """The columns, each PII finding given a readable name ("e-mail addresses") for the page."""
+    for column in columns:
+        if column.get("pii"):
+            column["pii_label"] = KIND_LABELS.get(column["pii"]["kind"], column["pii"]["kind"])
+    return columns
 
 
 def _missing_cells_pct(profile: dict | None) -> float | None:
@@ -274,7 +284,7 @@ def dataset_delete(request, dataset_id):
 def version_anonymise(request, dataset_id, number):
     version = _version_for(request, dataset_id, number)
     require(request.user, Action.UPLOAD_DATA, version)
-    columns = [c for c in (version.profile or {}).get("columns", [])]
+    columns = _with_pii_labels((version.profile or {}).get("columns", []))
     errors: list[str] = []
     if request.method == "POST":
         plan = {}

@@ -43,7 +43,9 @@ def test_scientist_uploads_explores_sorts_and_filters_then_viewer_and_admin_see_
     # The version page polls the profiling job, then reloads itself with the profile.
     expect(page.locator('[data-stat="rows"]')).to_have_text("200", timeout=60_000)
     portal.check_a11y()
-    expect(page.locator("#columns-table tr[data-column=email]")).to_contain_text("Email")
+    expect(page.locator("#columns-table tr[data-column=email]")).to_contain_text("E-mail addresses")
+    charts = page.locator(".plotly-chart[data-plotly-source]")
+    assert len(set(charts.evaluate_all("els => els.map(e => e.dataset.plotlySource)"))) == charts.count() > 1
     expect(page.locator("#warnings")).to_be_visible()
     expect(page.locator("#data-grid")).to_be_visible()
     portal.check_a11y()
