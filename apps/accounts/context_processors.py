@@ -14,7 +14,9 @@ def navigation(request) -> dict:
     current = request.session.get("current_project")
     return {
         "nav_memberships": memberships,
-        "nav_current_project": next((m.project for m in memberships if m.project.slug == current), None),
+        # The project last opened, else the user's first: project menus (Datasets, …) always have a target.
+        "nav_current_project": next((m.project for m in memberships if m.project.slug == current),
+                                    memberships[0].project if memberships else None),
         "nav_can_view_audit": user.is_staff or bool(roles & {Membership.Role.ADMIN, Membership.Role.APPROVER}),
         "nav_can_manage": user.is_staff or Membership.Role.ADMIN in roles,
         "nav_admin_projects": [m.project for m in memberships if m.role == Membership.Role.ADMIN],

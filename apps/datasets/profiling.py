@@ -32,6 +32,7 @@ TRACKED_VALUES = 1_000  # distinct values counted one by one (exact top values);
 CATEGORICAL_MAX = 1_000
 DISTINCT_EXACT = 100_000  # distinct values counted exactly; beyond that, estimated
 KMV_K = 4096  # k-minimum-values estimate: about 1.6% error
+BITMAP_SPAN = 1 << 22  # whole numbers (and days) in a range this wide are counted exactly, by a bitmap
 UNIQUE_CHECK_ROWS = 20_000_000  # rows up to which an all-distinct integer or text column is checked exactly
 ROW_HASH_LIMIT = 32_000_000  # rows whose hashes are kept to count duplicate rows (8 bytes each)
 HISTOGRAM_BINS = 20
@@ -249,6 +250,54 @@ class _Distinct:
         return int(round((KMV_K - 1) / (float(self.kmv[-1]) / 2.0**64))), False
 
 
+class _Bitmap:
+    """Which whole numbers of a range have been seen (one byte each): exact distinct counts of integers and
+    dates without hashing or sorting, while the values are multiples of `step` (a day, for times) that span at
+    most BITMAP_SPAN steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.base = 0
+        self.bits: np.ndarray | None = None
+        self.seen = 0
+
+    def add(self, values: np.ndarray) -> bool:
+        """Mark int64 values as seen; False (and nothing marked) when the range would grow too wide."""
+        if not len(values):
+            return True
+        keys = values
+        if self.step != 1:
+            keys = values // self.step
+            if np.any(values - keys * self.step):  # times that are not whole days
+                return False
+        lo, hi = int(keys.min()), int(keys.max())
+        if self.bits is None:
+            if hi - lo >= BITMAP_SPAN:
+                return False
+            self.base, self.bits = lo, np.zeros(min(BITMAP_SPAN, max(1024, 2 * (hi - lo + 1))), bool)
+        elif lo < self.base or hi >= self.base + len(self.bits):
+            top = self.base + len(self.bits) - 1
+            new_lo, new_hi = min(lo, self.base), max(hi, top)
+            if new_hi - new_lo >= BITMAP_SPAN:
+                return False
+            size = min(BITMAP_SPAN, max(new_hi - new_lo + 1, 2 * len(self.bits)))
+            base = new_hi - size + 1 if lo < self.base else new_lo  # room to grow on the side that needed it
+            bits = np.zeros(size, bool)
+            bits[self.base - base : self.base - base + len(self.bits)] = self.bits
+            self.base, self.bits = base, bits
+        self.bits[keys - self.base] = True
+        self.seen += len(keys)
+        return True
+
+    def count(self) -> int:
+        return 0 if self.bits is None else int(np.count_nonzero(self.bits))
+
+    def values(self) -> np.ndarray:
+        if self.bits is None:
+            return np.empty(0, np.int64)
+        return (np.flatnonzero(self.bits).astype(np.int64) + self.base) * self.step
+
+
 def _unique_sorted(values: np.ndarray) -> np.ndarray:
     values = np.sort(values)
     if len(values) < 2:
@@ -273,6 +322,13 @@ def _kind(t: pa.DataType) -> str:
     return "str"
 
 
+def _day(t: pa.DataType) -> int:
+    """A day in the units of a time column's int64 values (dates are read as seconds); 1 for integers."""
+    if pa.types.is_timestamp(t):
+        return 86400 * {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[t.unit]
+    return 86400 if pa.types.is_date(t) else 1
+
+
 class _Column:
     """Everything profiled about one column, updated batch by batch."""
 
@@ -289,6 +345,7 @@ class _Column:
         self.counts: dict | None = {}  # value -> count while the column has few distinct values
         self.text_hashes: dict[str, int] = {}  # text value -> hash, to seed the hash set if counting stops
         self.distinct = _Distinct(may_be_unique=self.kind in ("int", "str"))
+        self.bitmap = _Bitmap(_day(field.type)) if self.kind in ("int", "time") else None
         self.dictionary_share = 0.0  # distinct values per row in the last dictionary-encoded batch
         self.result: tuple[int, bool] | None = None
 
@@ -342,9 +399,21 @@ class _Column:
         counted = self.counts is not None and len(v) > 0 and self._count_numbers(raw, v, int(hi) - int(lo))
         if valid is not None:
             self.distinct.not_unique()
-        if self.counts is None and not counted:
+        if self.counts is None and not counted and not self._add_to_bitmap(v):
             self.distinct.add(hashes if valid is None else hashes[valid])
         return hashes
+
+    def _add_to_bitmap(self, v: np.ndarray) -> bool:
+        """Count integers or dates by bitmap; False once their range is too wide (then hashes take over)."""
+        if self.bitmap is None:
+            return False
+        if self.bitmap.add(v):
+            return True
+        if self.bitmap.count() < self.bitmap.seen:
+            self.distinct.not_unique()
+        self.distinct.add(_hash_bits(self.bitmap.values(), _SALT[self.kind]))
+        self.bitmap = None
+        return False
 
     def _count_numbers(self, raw: pa.Array, v: np.ndarray, span: int) -> bool:
         """Count values one by one while there are few (whole numbers in a short range: a bincount).
@@ -433,15 +502,20 @@ class _Column:
                 self.distinct.add(np.array([self.text_hashes[k] for k in keys], np.uint64))
             elif self.kind == "float":
                 self.distinct.add(_hash_bits(np.array(keys, np.float64) + 0.0, _SALT["float"]))
-            else:
+            elif not self._add_to_bitmap(np.array(keys, np.int64)):
                 self.distinct.add(_hash_bits(np.array(keys, np.int64), _SALT[self.kind]))
         self.counts = None
         self.text_hashes = {}
 
     def finish(self) -> None:
         """The distinct count (sorting the hash set is the expensive part: done in the pool, at the end)."""
-        self.result = (len(self.counts), True) if self.counts is not None else self.distinct.count()
-        self.distinct = None
+        if self.counts is not None:
+            self.result = (len(self.counts), True)
+        elif self.bitmap is not None:
+            self.result = (self.bitmap.count(), True)
+        else:
+            self.result = self.distinct.count()
+        self.distinct = self.bitmap = None
 
 
 # --- Sample ---------------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ def _version_url(version: DatasetVersion) -> str:
 def dataset_list(request, slug):
     project = get_object_or_404(Project, slug=slug)
     require(request.user, Action.VIEW_PROJECT, project)
+    request.session["current_project"] = project.slug
     may_upload = can(request.user, Action.UPLOAD_DATA, project)
     form = UploadForm()
     if request.method == "POST":
