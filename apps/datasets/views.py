@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, can, require
 from apps.core import storage
-from apps.datasets import charts, services
+from apps.datasets import charts, grid, services
 from apps.datasets.forms import UploadForm
 from apps.datasets.grid import GridQueryError, read_page
 from apps.datasets.models import Dataset, DatasetVersion, redact_profile
@@ -140,6 +140,9 @@ def version_detail(request, dataset_id, number):
         response = HttpResponse(status=204)
         response["HX-Refresh"] = "true"
         return response
+    if version.status == DatasetVersion.Status.READY:
+        # Load the rows in the background while this page renders: the grid asks for them right after.
+        grid.warm(str(version.uuid), lambda: storage.open_stream(version.parquet_name))
     hidden = version.hidden_columns_for(request.user)
     profile = redact_profile(version.profile, hidden)
     columns = _with_pii_labels((profile or {}).get("columns", []))

@@ -475,3 +475,30 @@ def test_the_opened_file_is_closed():
 
     read_page("v1", opener)
     assert handles[0].closed
+
+
+def test_warming_loads_once_and_a_concurrent_request_waits_for_it():
+    import threading
+
+    from apps.datasets import grid
+
+    grid.clear_cache()
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"n": list(range(1000))}), buffer)
+    opened, gate = [], threading.Event()
+
+    def opener():
+        opened.append(1)
+        gate.wait(5)
+        return io.BytesIO(buffer.getvalue())
+
+    grid.warm("warm-key", opener)
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(page=grid.read_page("warm-key", opener, page=2)))
+    reader.start()
+    gate.set()
+    reader.join(10)
+    assert result["page"].total == 1000 and result["page"].rows[0] == [50]
+    assert len(opened) == 1, "the warm-up and the request share one read"
+    grid.warm("warm-key", opener)
+    assert len(opened) == 1, "a cached version is not read again"

@@ -7,7 +7,7 @@ page's rows into Python values, so any page of a million rows answers in tens of
 
 from __future__ import annotations
 
-from .cache import CACHE_BYTES, CACHE_ENTRIES, clear_cache
+from .cache import CACHE_BYTES, CACHE_ENTRIES, clear_cache, warm
 from .columns import GridQueryError
 from .pages import MAX_PAGE_SIZE, GridPage, read_page
 
@@ -19,4 +19,5 @@ __all__ = [
     "GridQueryError",
     "clear_cache",
     "read_page",
+    "warm",
 ]

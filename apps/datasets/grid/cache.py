@@ -25,21 +25,48 @@ _cache: OrderedDict[str, _Version] = OrderedDict()
 _lock = threading.Lock()
 
 
+_loading: dict[str, threading.Lock] = {}
+
+
 def _cached_version(key: str, opener: Callable[[], BinaryIO]) -> _Version:
     with _lock:
         version = _cache.get(key)
         if version is not None:
             _cache.move_to_end(key)
             return version
-    # Read outside the lock so a cold version does not stall requests for warm ones. Two requests racing
-    # for the same cold version both read it; the later one simply replaces the earlier in the cache.
-    # ParquetFile.read, not read_table: read_table's pre-buffering on a Python file object leaves pyarrow
-    # I/O threads behind that abort the interpreter at exit (pyarrow 25).
-    with opener() as handle:
-        version = _Version(pq.ParquetFile(handle).read())
-    with _lock:
-        _cache[key] = version
-        _cache.move_to_end(key)
-        while len(_cache) > 1 and (len(_cache) > CACHE_ENTRIES or sum(v.nbytes for v in _cache.values()) > CACHE_BYTES):
-            _cache.popitem(last=False)
+        loading = _loading.setdefault(key, threading.Lock())
+    # One reader per cold version (others wait for it), outside the cache lock so a cold version does not
+    # stall requests for warm ones.
+    with loading:
+        with _lock:
+            version = _cache.get(key)
+        if version is not None:
+            return version
+        # ParquetFile.read, not read_table: read_table's pre-buffering on a Python file object leaves pyarrow
+        # I/O threads behind that abort the interpreter at exit (pyarrow 25).
+        with opener() as handle:
+            version = _Version(pq.ParquetFile(handle).read())
+        with _lock:
+            _cache[key] = version
+            _cache.move_to_end(key)
+            _loading.pop(key, None)
+            while len(_cache) > 1 and (len(_cache) > CACHE_ENTRIES
+                                       or sum(v.nbytes for v in _cache.values()) > CACHE_BYTES):
+                _cache.popitem(last=False)
     return version
+
+
+def warm(key: str, opener: Callable[[], BinaryIO]) -> None:
+    """Start loading a version in the background (the explore page calls this before its grid asks)."""
+    with _lock:
+        if key in _cache or key in _loading:
+            return
+    threading.Thread(target=_warm, args=(key, opener), name=f"grid-warm-{key[:8]}", daemon=True).start()
+
+
+def _warm(key: str, opener: Callable[[], BinaryIO]) -> None:
+    try:
+        _cached_version(key, opener)
+    except Exception:  # the real request will report the problem
+        with _lock:
+            _loading.pop(key, None)
