@@ -1,10 +1,11 @@
 """Profile a dataset in one pass over Arrow record batches: the JSON stored on `DatasetVersion.profile`.
 
 Exact, from every row: row count, missing values, min/max/mean/std (streaming, with Chan et al.'s
-parallel update), distinct counts (64-bit hashes of the values, exact up to a memory cap, then a
-k-minimum-values estimate), duplicate rows (a 64-bit hash per row) and the top values of columns with
-few distinct values. From a uniform sample of rows (bottom-k of random keys): quantiles, histograms
-(scaled to the exact count), correlations, personal data by content and formula-like text.
+parallel update), distinct counts (a bitmap for integers and dates in a range of a few million; else 64-bit
+hashes of the values, exact up to a memory cap, then a k-minimum-values estimate), duplicate rows (a 64-bit
+hash per row) and the top values of columns with few distinct values. From a uniform sample of rows
+(bottom-k of random keys): quantiles, histograms (scaled to the exact count), correlations, personal data by
+content and formula-like text.
 
 A batch's columns are processed in a small thread pool; NumPy and Arrow release the GIL in their loops.
 """
@@ -281,7 +282,7 @@ class _Bitmap:
             if new_hi - new_lo >= BITMAP_SPAN:
                 return False
             size = min(BITMAP_SPAN, max(new_hi - new_lo + 1, 2 * len(self.bits)))
-            base = new_hi - size + 1 if lo < self.base else new_lo  # room to grow on the side that needed it
+            base = max(new_hi - size + 1, -(2**63)) if lo < self.base else new_lo  # room on the side that grew
             bits = np.zeros(size, bool)
             bits[self.base - base : self.base - base + len(self.bits)] = self.bits
             self.base, self.bits = base, bits
@@ -472,7 +473,10 @@ class _Column:
         encoded = pc.dictionary_encode(arr)
         dictionary = encoded.dictionary
         self.dictionary_share = len(dictionary) / max(1, len(arr))
-        indices = _np(encoded.indices.fill_null(len(dictionary)))
+        indices = _np(encoded.indices)  # int32; a null's slot holds any value: replaced by the extra last index
+        valid = _valid(encoded.indices)
+        if valid is not None:
+            indices = np.where(valid, indices, np.int32(len(dictionary)))
         hashes_of = np.append(_hash_strings(dictionary), _NULL)
         hashes = hashes_of[indices]
         if len(dictionary) < len(arr) - arr.null_count:
@@ -551,13 +555,22 @@ class _Sample:
             self._compact()
 
     def _compact(self) -> None:
-        table = pa.Table.from_batches(self.batches)
         keys = np.concatenate(self.keys)
+        batches = self.batches
         if len(keys) > self.size:
-            keep = np.sort(np.argpartition(keys, self.size - 1)[: self.size])
-            table, keys = table.take(_indices(keep)), keys[keep]
+            keep = np.zeros(len(keys), bool)
+            keep[np.argpartition(keys, self.size - 1)[: self.size]] = True
+            batches, start = [], 0
+            for batch in self.batches:  # batch by batch: a take from the whole table would first copy it all
+                part = keep[start : start + batch.num_rows]
+                start += batch.num_rows
+                if part.all():
+                    batches.append(batch)
+                elif part.any():
+                    batches.append(batch.take(_indices(np.flatnonzero(part))))
+            keys = keys[keep]
             self.threshold = float(keys.max())
-        self.batches = table.combine_chunks().to_batches() or []
+        self.batches = pa.Table.from_batches(batches, schema=self.batches[0].schema).combine_chunks().to_batches()
         self.keys = [keys]
         self.held = len(keys)
 
@@ -667,7 +680,8 @@ def _profile(batches, total_bytes, report: _Progress, sink, pool, writer) -> dic
         if not batch.num_rows:
             continue
         hashes = _update_columns(columns, batch.columns, pool)
-        samples.add(batch)
+        samples.add(batch)  # in this thread, while the pool works on the columns
+        hashes = list(hashes)
         if row_hashes is not None:
             row_hashes.append(_row_hash(hashes, batch.num_rows))
             if rows + batch.num_rows > ROW_HASH_LIMIT:
@@ -692,10 +706,11 @@ def _profile(batches, total_bytes, report: _Progress, sink, pool, writer) -> dic
     return _summarise(columns, sampled, sampled_rows, rows, row_hashes, schema, pool)
 
 
-def _update_columns(columns: list[_Column], arrays: list[pa.Array], pool) -> list[np.ndarray]:
+def _update_columns(columns: list[_Column], arrays: list[pa.Array], pool) -> Iterable[np.ndarray]:
+    """Each column's hashes for the batch: computed now, or submitted to the pool (an iterator of results)."""
     if pool is None:
         return [column.update(arr) for column, arr in zip(columns, arrays, strict=True)]
-    return list(pool.map(_Column.update, columns, arrays))
+    return pool.map(_Column.update, columns, arrays)
 
 
 def _row_hash(hashes: list[np.ndarray], n: int) -> np.ndarray:

@@ -229,3 +229,71 @@ def test_std_is_numerically_stable():
     info = column(profile_batches(table.to_batches(max_chunksize=3)), "x")["numeric"]
     assert info["std"] == pytest.approx(np.std(values, ddof=1), rel=1e-9)
     assert math.isclose(info["mean"], values.mean())
+
+
+def _batches(table: pa.Table, rows: int) -> list[pa.RecordBatch]:
+    return table.to_batches(max_chunksize=rows)
+
+
+@pytest.mark.parametrize("span", [1 << 22, 3_000])  # a bitmap all along; a bitmap given up half way
+def test_integer_distinct_counts_are_exact_across_batches(monkeypatch, span):
+    monkeypatch.setattr(profiling, "BITMAP_SPAN", span)
+    rng = np.random.default_rng(5)
+    # Batches that move the range down and up, repeat earlier values, and have more than TRACKED_VALUES values.
+    values = np.concatenate(
+        [rng.integers(5_000, 6_500, 2_000), rng.integers(-1_000, 5_000, 2_000), rng.integers(0, 9_000, 2_000)]
+    )
+    ids = rng.permutation(len(values)) - 2_000
+    profile = profile_batches(_batches(pa.table({"x": values, "id": ids}), 2_000))
+    assert column(profile, "x")["distinct"] == len(np.unique(values))
+    assert column(profile, "x")["distinct_is_exact"]
+    assert column(profile, "id")["distinct"] == len(ids) and column(profile, "id")["distinct_is_exact"]
+    assert "`id` is unique: probably an identifier" in messages(profile)
+    assert "`x` is unique: probably an identifier" not in messages(profile)
+    assert profile["duplicate_rows"] == 0
+
+
+def test_a_repeat_after_the_bitmap_is_given_up_is_not_unique(monkeypatch):
+    monkeypatch.setattr(profiling, "BITMAP_SPAN", 5_000)
+    values = np.concatenate([np.arange(3_000), np.arange(3_000, 9_000), [17]])
+    profile = profile_batches(_batches(pa.table({"x": values}), 3_000))
+    assert column(profile, "x")["distinct"] == 9_000
+    assert not any("identifier" in m for m in messages(profile))
+    assert profile["duplicate_rows"] == 1
+
+
+def test_distinct_days_and_times_across_batches():
+    rng = np.random.default_rng(8)
+    days = np.datetime64("1960-01-01") + rng.integers(0, 30_000, 9_000).astype("timedelta64[D]")
+    stamps = days.astype("datetime64[s]")
+    later = stamps.copy()
+    later[7_000:] += rng.integers(0, 86_400, 2_000).astype("timedelta64[s]")  # no longer whole days
+    table = pa.table({"date": pa.array(days), "midnight": pa.array(stamps), "time": pa.array(later)})
+    profile = profile_batches(_batches(table, 2_500))
+    for name, values in (("date", days), ("midnight", stamps), ("time", later)):
+        assert column(profile, name)["distinct"] == len(np.unique(values)), name
+        assert column(profile, name)["distinct_is_exact"]
+    assert column(profile, "date")["datetime"]["min"] == str(days.min()) + "T00:00:00"
+
+
+def test_duplicate_rows_across_batches_with_different_dictionaries():
+    rng = np.random.default_rng(11)
+    n = 6_000
+    small = rng.choice(["a", "bb", "ccc", None], n)  # each batch's dictionary has its own order
+    wide = np.array([f"value-{i}" for i in rng.integers(0, 2_500, n)], dtype=object)  # many distinct values
+    wide[rng.random(n) < 0.1] = None
+    long = np.array(["x" * 70 + str(i % 40) for i in range(n)], dtype=object)  # over 64 bytes
+    number = rng.integers(0, 3, n)
+    frame = pd.DataFrame({"small": small, "wide": wide, "long": long, "number": number})
+    frame = pd.concat([frame, frame.sample(1_500, random_state=2)], ignore_index=True)  # copies in later batches
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    expected = int(frame.astype(str).duplicated().sum())
+    assert expected >= 1_500
+    for rows in (700, 2_048, 8_000):
+        profile = profile_batches(_batches(table, rows))
+        assert profile["duplicate_rows"] == expected, rows
+        assert column(profile, "wide")["distinct"] == frame["wide"].nunique()
+        assert column(profile, "long")["distinct"] == 40
+        assert column(profile, "small")["top_values"] == [
+            {"value": v, "count": int(c)} for v, c in frame["small"].value_counts().items()
+        ]
