@@ -57,6 +57,15 @@ def fail_job(job_id: str | uuid.UUID, *, error: str, message: str = "Failed") ->
     )
 
 
+def run_job(work: Callable[[str], None], job_id: str) -> None:
+    """What every job task does: run the work; if it crashes, the job says so (then Celery logs it)."""
+    try:
+        work(job_id)
+    except Exception as exc:
+        fail_job(job_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
 # --- The system check: a real job that proves the worker, broker, database and stores work ------------
 
 

@@ -9,8 +9,4 @@ from apps.core import services
 
 @shared_task(name="apps.core.tasks.run_system_check_task")
 def run_system_check_task(job_id: str) -> None:
-    try:
-        services.run_system_check(job_id)
-    except Exception as exc:
-        services.fail_job(job_id, error=f"{type(exc).__name__}: {exc}")
-        raise
+    services.run_job(services.run_system_check, job_id)

@@ -159,18 +159,10 @@ class DatasetViewSet(viewsets.GenericViewSet):
             raise exceptions.ValidationError({"project": ["No such project, or you are not a member of it."]})
         try:
             require(request.user, Action.UPLOAD_DATA, project)
-            dataset = services.get_or_create_dataset(
-                project,
-                actor=request.user,
-                name=body.validated_data["name"],
-                description=body.validated_data["description"],
-            )
-            version, created = services.upload_version(
-                dataset,
-                actor=request.user,
-                uploaded=body.validated_data["file"],
-                description=body.validated_data["description"],
-            )
+            version, created = services.upload(project, actor=request.user, name=body.validated_data["name"],
+                                               uploaded=body.validated_data["file"],
+                                               description=body.validated_data["description"])
+            dataset = version.dataset
         except DjangoPermissionDenied:
             raise exceptions.PermissionDenied("Your role in this project cannot upload data.") from None
         except DjangoValidationError as exc:

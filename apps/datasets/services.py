@@ -52,6 +52,15 @@ def get_or_create_dataset(project: Project, *, actor, name: str, description: st
     return existing or create_dataset(project, actor=actor, name=name, description=description)
 
 
+def upload(project: Project, *, actor, name: str, uploaded, description: str = "",
+           dataset: Dataset | None = None) -> tuple[DatasetVersion, bool]:
+    """Upload a file as the next version of `dataset`, or of the project's dataset called `name`
+    (created if new). Returns (version, created) as upload_version does."""
+    if dataset is None:
+        dataset = get_or_create_dataset(project, actor=actor, name=name, description=description)
+    return upload_version(dataset, actor=actor, uploaded=uploaded, description=description)
+
+
 def upload_too_large(request) -> str | None:
     """A message if the request body is bigger than the upload limit allows, judged before reading it."""
     try:

@@ -31,19 +31,10 @@ def _respond_redirect(request, url: str):
 
 def _upload(request, project: Project, form: UploadForm, dataset: Dataset | None):
     try:
-        if dataset is None:
-            dataset = services.get_or_create_dataset(
-                project,
-                actor=request.user,
-                name=form.cleaned_data["name"],
-                description=form.cleaned_data["description"],
-            )
-        version, created = services.upload_version(
-            dataset,
-            actor=request.user,
-            uploaded=form.cleaned_data["file"],
-            description=form.cleaned_data["description"],
-        )
+        version, created = services.upload(project, actor=request.user, name=form.cleaned_data["name"],
+                                           uploaded=form.cleaned_data["file"], dataset=dataset,
+                                           description=form.cleaned_data["description"])
+        dataset = version.dataset
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
             form.add_error(field if field in form.fields else None, errors)
