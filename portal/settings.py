@@ -65,7 +65,10 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 # A fixed key is tolerable only in development; production must bring its own.
 _DEV_SECRET_KEY = "dev-only-insecure-key-7b1f0c9e2d4a4e8b9c3f6a5d8e7b2c1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5"
-SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY if DEBUG else None)
+if not DEBUG and not os.environ.get("SECRET_KEY"):
+    raise ImproperlyConfigured("Set the environment variable SECRET_KEY (production), "
+                               "or DEBUG=1 to use the development key.")
+SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

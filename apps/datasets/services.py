@@ -108,12 +108,12 @@ def upload_version(dataset: Dataset, *, actor, uploaded, description: str = "") 
         storage.delete(stored.name)
         raise ValidationError({"file": ["The file is empty. Choose a file with a header row and data."]})
     with transaction.atomic():
-        Dataset.objects.select_for_update().filter(pk=dataset.pk).first()  # number versions one at a time
+        _lock_for_numbering(dataset)
         duplicate = dataset.versions.filter(sha256=stored.sha256).order_by("number").first()
         if duplicate is not None:
             transaction.on_commit(lambda: storage.delete(stored.name))
             return duplicate, False
-        number = (dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        number = _next_number(dataset)
         version = DatasetVersion.objects.create(
             dataset=dataset,
             number=number,
@@ -143,6 +143,22 @@ def upload_version(dataset: Dataset, *, actor, uploaded, description: str = "") 
             },
         )
     return version, True
+
+
+def _lock_for_numbering(dataset: Dataset) -> None:
+    """Lock the dataset row for the rest of the transaction, so versions are numbered one at a time."""
+    Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+
+
+def _next_number(dataset: Dataset) -> int:
+    return (dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def _store_file(dataset: Dataset, path: Path, *, filename: str) -> storage.StoredFile:
+    """Copy a file the job wrote to a temporary directory into the dataset's storage (encrypted if enabled)."""
+    with path.open("rb") as handle:
+        return storage.save_stream(f"datasets/{dataset.uuid}", iter(lambda: handle.read(1 << 20), b""),
+                                   filename=filename)
 
 
 def _start_profiling(version: DatasetVersion, *, actor) -> Job:
@@ -180,12 +196,7 @@ def profile_version(job_id: str) -> None:
                     sink=sink,
                 )
             jobs.report_progress(job_id, 96, "Saving a columnar copy for the data grid…")
-            with parquet_path.open("rb") as handle:
-                parquet = storage.save_stream(
-                    f"datasets/{version.dataset.uuid}",
-                    iter(lambda: handle.read(1 << 20), b""),
-                    filename=f"v{version.number}-rows.parquet",
-                )
+            parquet = _store_file(version.dataset, parquet_path, filename=f"v{version.number}-rows.parquet")
     except DataFileError as exc:
         _profiling_failed(version, job_id, str(exc))
         return
@@ -402,15 +413,10 @@ def anonymise(job_id: str) -> None:
                 empty = apply_plan(_empty_batch(parquet.schema_arrow), plan, key=key)
                 writer = pq.ParquetWriter(out_path, empty.schema)
             writer.close()
-        with out_path.open("rb") as handle:
-            stored = storage.save_stream(
-                f"datasets/{source.dataset.uuid}",
-                iter(lambda: handle.read(1 << 20), b""),
-                filename=f"v{source.number}-anonymised.parquet",
-            )
+        stored = _store_file(source.dataset, out_path, filename=f"v{source.number}-anonymised.parquet")
     with transaction.atomic():
-        Dataset.objects.select_for_update().filter(pk=source.dataset_id).first()
-        number = (source.dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        _lock_for_numbering(source.dataset)
+        number = _next_number(source.dataset)
         version = DatasetVersion.objects.create(
             dataset=source.dataset,
             number=number,
