@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sqlite3
 import sys
@@ -30,9 +29,10 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from machine import machine_facts  # bench/machine.py, beside this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -237,16 +237,6 @@ def bench_verify() -> Verification:
 # --- Machine facts and output -----------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def filesystem_of(path: Path) -> str:
     """The filesystem type holding `path` (longest mount point prefix in /proc/mounts)."""
     best, fstype = "", "unknown"
@@ -281,16 +271,6 @@ def database_facts(db: ThrowawayDatabase) -> dict:
         "database": f"{connection.vendor} {version}",
         "database_storage": storage,
         "django": django.get_version(),
-    }
-
-
-def machine_facts() -> dict:
-    return {
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "os": platform.platform(),
     }
 
 

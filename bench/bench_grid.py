@@ -28,7 +28,6 @@ import argparse
 import base64
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -36,12 +35,12 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from machine import machine_facts  # bench/machine.py, beside this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -238,28 +237,6 @@ def peak_rss_mb() -> float:
     return round(_status_kb("VmHWM") / 1024, 1)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_facts() -> dict:
-    return {
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "pyarrow": pa.__version__,
-        "numpy": np.__version__,
-        "os": platform.platform(),
-    }
-
-
 def print_table(facts: dict, data: dict, cold: list[Timing], warm: list[Timing], memory: dict) -> None:
     for key, value in (facts | data | memory).items():
         print(f"{key:>22}: {value}")
@@ -312,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         grid.clear_cache()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    facts = machine_facts()
+    facts = machine_facts(pyarrow=pa.__version__, numpy=np.__version__)
     missed = [t.kind for t in warm if t.max_ms >= TARGET_MS]
     if args.json:
         print(json.dumps({"machine": facts, "data": data, "memory": memory, "target_ms": TARGET_MS,

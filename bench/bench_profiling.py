@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,6 +31,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from machine import machine_facts  # bench/machine.py, beside this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIME_TARGET = 1.5
@@ -217,27 +217,11 @@ def child(kind: str, path: Path, warm: Path) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import numpy
     import pandas
     import pyarrow
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "os": f"{platform.system()} {platform.release()}",
-        "pyarrow": pyarrow.__version__,
-        "pandas": pandas.__version__,
-        "numpy": numpy.__version__,
-    }
+    return machine_facts(pyarrow=pyarrow.__version__, pandas=pandas.__version__, numpy=numpy.__version__)
 
 
 def main() -> None:
