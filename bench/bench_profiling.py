@@ -9,7 +9,8 @@ addresses, phone numbers and names; 20 columns) into a temporary directory, then
 times, between two kinds of fresh subprocess:
 
 - baseline: `pandas.read_csv(path, engine=...)` + `DataFrame.describe()`, for engine "c" and "pyarrow";
-- profiling: `profile_batches(iter_batches(file, "csv"), total_bytes=size)` (reading included).
+- profiling: `read_batches(file, "csv", lambda b: profile_batches(b, total_bytes=size))` (reading included),
+  as the profiling job calls it.
 
 Each subprocess imports its libraries and warms up on a small file before it starts the clock, as a
 long-lived Celery worker would have, and reports its wall time and its own peak RSS: VmHWM from /proc
@@ -54,11 +55,11 @@ def peak_mb():
 if kind == "profile":
     import os
     from apps.datasets.profiling import profile_batches
-    from apps.datasets.readers import iter_batches
+    from apps.datasets.readers import read_batches
 
     def run(p):
         with open(p, "rb") as f:
-            return profile_batches(iter_batches(f, "csv"), total_bytes=os.path.getsize(p))
+            return read_batches(f, "csv", lambda batches: profile_batches(batches, total_bytes=os.path.getsize(p)))
 else:
     import pandas as pd
 
@@ -291,7 +292,7 @@ def main() -> None:
     for kind, label in (
         ("c", "pandas read_csv(engine='c') + describe()"),
         ("pyarrow", "pandas read_csv(engine='pyarrow') + describe()"),
-        ("profile", "profile_batches(iter_batches(...))"),
+        ("profile", "read_batches(..., profile_batches)"),
     ):
         times = ", ".join(f"{s:.2f}" for s in result["seconds"][kind])
         print(f"  {label:50s} best {best[kind]:.2f} s   (runs: {times})")

@@ -176,7 +176,7 @@ def _start_profiling(version: DatasetVersion, *, actor) -> Job:
 def profile_version(job_id: str) -> None:
     """The profiling job: read the stored file in batches, profile it, keep a typed Parquet copy."""
     from apps.datasets.profiling import profile_batches
-    from apps.datasets.readers import iter_batches
+    from apps.datasets.readers import read_batches
 
     if not jobs.start_job(job_id):
         return
@@ -188,13 +188,21 @@ def profile_version(job_id: str) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="portal-profile-") as tmp:
             parquet_path = Path(tmp) / "rows.parquet"
-            with storage.open_stream(version.file_name) as source, _ParquetSink(parquet_path) as sink:
-                profile = profile_batches(
-                    iter_batches(source, version.format),
-                    total_bytes=version.size_bytes,
-                    progress=lambda pct, msg: jobs.report_progress(job_id, min(95, pct), msg),
-                    sink=sink,
-                )
+
+            attempts = []
+
+            def progress(percent: int, message: str) -> None:
+                if len(attempts) > 1:
+                    message = f"A column changed type late in the file, so it is read again. {message}"
+                jobs.report_progress(job_id, min(95, percent), message)
+
+            def profile_and_copy(batches):  # may run twice (see read_batches): the copy is rewritten
+                attempts.append(1)
+                with _ParquetSink(parquet_path) as sink:
+                    return profile_batches(batches, total_bytes=version.size_bytes, progress=progress, sink=sink)
+
+            with storage.open_stream(version.file_name) as source:
+                profile = read_batches(source, version.format, profile_and_copy)
             jobs.report_progress(job_id, 96, "Saving a columnar copy for the data grid…")
             parquet = _store_file(version.dataset, parquet_path, filename=f"v{version.number}-rows.parquet")
     except DataFileError as exc:

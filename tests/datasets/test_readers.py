@@ -13,14 +13,31 @@ import pyarrow.parquet as pq
 import pytest
 
 from apps.datasets import readers
-from apps.datasets.readers import MAX_COLUMNS, DataFileError, detect_format, iter_batches
+from apps.datasets.readers import MAX_COLUMNS, DataFileError, detect_format, iter_batches, read_batches
 
 
-def read(data: bytes, fmt: str = "csv", *, batch_rows: int = 65_536) -> pa.Table:
-    batches = list(iter_batches(io.BytesIO(data), fmt, batch_rows=batch_rows))
+def collect(batches) -> pa.Table:
+    batches = list(batches)
     assert batches, "there is always at least one batch"
     assert len({b.schema for b in batches}) == 1
     return pa.Table.from_batches(batches)
+
+
+def read(data: bytes, fmt: str = "csv", *, batch_rows: int = 65_536) -> pa.Table:
+    """The file read both ways: `iter_batches` (two passes for CSV) and `read_batches` (one pass when it can);
+    both must give the same rows, types and warnings, or the same error."""
+    try:
+        table = collect(iter_batches(io.BytesIO(data), fmt, batch_rows=batch_rows))
+    except DataFileError as exc:
+        with pytest.raises(DataFileError) as caught:
+            read_batches(io.BytesIO(data), fmt, collect, batch_rows=batch_rows)
+        assert str(caught.value) == str(exc)
+        raise
+    single = read_batches(io.BytesIO(data), fmt, collect, batch_rows=batch_rows)
+    assert single.schema.equals(table.schema, check_metadata=False)
+    assert single.equals(table)
+    assert warnings_of(single) == warnings_of(table)
+    return table
 
 
 def warnings_of(table: pa.Table) -> list[dict]:
@@ -250,6 +267,43 @@ def test_a_type_that_changes_late_in_the_file(small_chunks, late_value, expected
     )
     assert table.num_rows == 501
     assert all(b.num_rows <= 64 for b in iter_batches(io.BytesIO(b"id,n\n" + ints), "csv", batch_rows=64))
+
+
+def attempts_of(data: bytes, stream=None) -> tuple[list[int], pa.Table]:
+    """How many batches each call of `consume` saw before it finished or was stopped, and the result."""
+    seen: list[int] = []
+
+    def consume(batches):
+        seen.append(0)
+        out = []
+        for batch in batches:
+            seen[-1] += 1
+            out.append(batch)
+        return pa.Table.from_batches(out)
+
+    return seen, read_batches(stream or io.BytesIO(data), "csv", consume, batch_rows=64)
+
+
+def test_one_pass_when_the_first_chunk_settles_the_types(small_chunks):
+    data = b"id,n,name\n" + b"".join(b"%d,%d.5,p%d\n" % (i, i, i) for i in range(500))
+    seen, table = attempts_of(data)
+    assert len(seen) == 1 and seen[0] >= 8
+    assert table.num_rows == 500 and table.schema.field("n").type == pa.float64()
+
+
+@pytest.mark.parametrize("late", [b"500,2.5\n", b"500,abc\n", b"500,\xe9t\xe9\n", b"500,1,2\n"])
+def test_a_late_surprise_starts_the_consumer_over_with_the_right_types(small_chunks, late):
+    data = b"id,n\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(500)) + late
+    try:
+        expected = collect(iter_batches(io.BytesIO(data), "csv", batch_rows=64))
+    except DataFileError as exc:  # the ragged row: the second attempt names it, as the two passes do
+        with pytest.raises(DataFileError, match="Line 502 has 3 values"):
+            attempts_of(data)
+        assert "Line 502" in str(exc)
+        return
+    seen, table = attempts_of(data, Unseekable(data))  # a copy is kept for the second attempt
+    assert len(seen) == 2 and seen[0] >= 1, "the first attempt handed out batches before it met the row"
+    assert table.equals(expected)
 
 
 def test_a_column_empty_at_first_gets_its_type_from_later_rows(small_chunks):

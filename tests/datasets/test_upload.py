@@ -129,3 +129,25 @@ def test_grid_pages_sorts_and_filters_through_the_page_and_the_api(people, profi
     assert incomes == sorted(incomes, reverse=True)
     bad = api.get(f"/api/v1/datasets/{profiled.dataset.uuid}/versions/1/rows/", {"sort": "nope"})
     assert bad.status_code == 400 and "query" in bad.json()["errors"]
+
+
+def test_a_type_change_late_in_the_file_is_profiled_and_copied_with_the_final_type(
+        people, profiled, media, monkeypatch, django_capture_on_commit_callbacks):
+    """The job reads in one pass, then starts over when row 400 turns a whole-number column into decimals."""
+    import pyarrow.parquet as pq
+
+    from apps.datasets import readers, services
+
+    monkeypatch.setattr(readers.csv_plan, "CHUNK_BYTES", 256)
+    monkeypatch.setattr(readers.csv_plan, "HEAD_BYTES", 64)
+    content = b"id,amount\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(400)) + b"400,0.5\n"
+    with django_capture_on_commit_callbacks(execute=False):
+        version, _ = services.upload_version(profiled.dataset, actor=people["scientist"],
+                                             uploaded=upload("late.csv", content))
+    run_profiling(version)
+    assert version.status == "ready" and version.row_count == 401
+    assert {c["name"]: c["type"] for c in version.schema}["amount"] == "float"
+    with storage.open_stream(version.parquet_name) as copy:
+        table = pq.read_table(copy)
+    assert table.num_rows == 401, "the first attempt's rows were not kept twice"
+    assert table.column("amount").to_pylist()[-2:] == [399.0, 0.5]

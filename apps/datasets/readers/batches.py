@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, TypeVar
 
 import pyarrow as pa
 
 from .base import _seekable_copy
-from .csv_read import _iter_delimited
+from .csv_read import StartOver, _iter_delimited
 from .excel import _iter_xlsx
 from .parquet import _iter_parquet
 
@@ -32,3 +32,27 @@ def iter_batches(stream: BinaryIO, fmt: str, *, batch_rows: int = 65_536) -> Ite
 def _iter_seekable(stream: BinaryIO, fmt: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
     with _seekable_copy(stream) as (src, _):
         yield from (_iter_parquet if fmt == "parquet" else _iter_xlsx)(src, batch_rows)
+
+
+T = TypeVar("T")
+
+
+def read_batches(
+    stream: BinaryIO, fmt: str, consume: Callable[[Iterator[pa.RecordBatch]], T], *, batch_rows: int = 65_536
+) -> T:
+    """`consume(batches)` over the file's batches (as from `iter_batches`), reading a CSV/TSV file only once
+    when its column types hold: `consume` may be called a second time, from the start.
+
+    The first attempt parses each chunk of a CSV file once and hands it out straight away, typed as the first
+    chunk says. If a later row does not fit those types (whole numbers, then "1.5" at row 900,000), that
+    attempt raises and `consume` is called again with the two-pass reader, whose first batch already has the
+    final types. So `consume` must undo (or overwrite) whatever an attempt that raised has done.
+    """
+    if fmt not in ("csv", "tsv"):
+        return consume(iter_batches(stream, fmt, batch_rows=batch_rows))
+    with _seekable_copy(stream) as (src, start):
+        try:
+            return consume(_iter_delimited(src, fmt, batch_rows, single_pass=True))
+        except StartOver:
+            src.seek(start)
+            return consume(_iter_delimited(src, fmt, batch_rows))

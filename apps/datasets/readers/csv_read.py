@@ -1,4 +1,4 @@
-"""Read CSV/TSV in two passes: check and type the columns in chunks, then parse the text columns alongside."""
+"""Read CSV/TSV: one optimistic pass when the consumer can start over, else two (check and type, then text)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import queue
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -33,9 +33,23 @@ class _RaggedRows(Exception):
     """Arrow could not split a chunk into rows of the header's length (even allowing line breaks in values)."""
 
 
-def _iter_delimited(stream: BinaryIO, fmt: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    with _seekable_copy(stream) as (src, start), _Spool() as spool:
+class StartOver(Exception):
+    """The single pass met a row that does not fit the batches it already handed out: read the file again."""
+
+
+def _iter_delimited(
+    stream: BinaryIO, fmt: str, batch_rows: int, *, single_pass: bool = False
+) -> Iterator[pa.RecordBatch]:
+    with _seekable_copy(stream) as (src, start):
         plan = _plan_csv(src, start, fmt, batch_rows)
+        if single_pass:
+            yield from _single_pass(src, start, plan, batch_rows)
+        else:
+            yield from _two_passes(src, start, plan, batch_rows)
+
+
+def _two_passes(src: BinaryIO, start: int, plan: _CsvPlan, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    with _Spool() as spool:
         for _attempt in range(3):  # at most: another encoding, then careful row cutting
             try:
                 rows, whole = _check_csv(src, start, plan, spool)
@@ -263,12 +277,98 @@ def _separator(delimiter: str) -> str:
     return {",": "a comma", ";": "a semicolon", "\t": "a tab", "|": "a vertical bar"}.get(delimiter, repr(delimiter))
 
 
+def _single_pass(src: BinaryIO, start: int, plan: _CsvPlan, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Parse every column of each chunk once, with the types the first chunk settles, and hand it out at once.
+
+    Whatever the first chunk cannot settle (the encoding, row lengths) goes to the two passes, since nothing
+    was handed out yet. After that, a chunk that does not fit (a value of another type, bytes that are not
+    UTF-8, a ragged row) raises StartOver: the caller starts again with the two passes.
+    """
+    chunks = _chunks(src, start, plan, plan.chunk_bytes)
+    try:
+        chunk, first, last, _ = next(chunks)
+        if plan.encoding == "utf-8":
+            _require_utf8(chunk)
+        table = _check_chunk(chunk, first, plan, whole=True)
+    except (StopIteration, pa.ArrowInvalid, _RaggedRows):
+        chunks.close()
+        yield from _two_passes(src, start, plan, batch_rows)
+        return
+    unsettled = [n for n, t in plan.types.items() if pa.types.is_null(t)]  # empty so far: Arrow infers them
+    types = {n: plan.types.get(n, pa.string()) for n in plan.names if n not in unsettled}
+    fields = [pa.field(n, pa.string() if n in unsettled else types[n]) for n in plan.names]
+    schema = _final_schema(fields, plan.warnings, table.num_rows if last else None, 0)
+    if table.num_rows == 0 and last:
+        yield _empty_batch(schema)
+        return
+    yield from _sliced(table, schema, batch_rows)
+    del table
+    if last:
+        return
+
+    def rest() -> Iterator[pa.RecordBatch]:
+        for chunk, first, _, _ in chunks:
+            try:  # Arrow checks UTF-8 in text columns; bytes that are not UTF-8 fail any other type
+                table = plan.parse(chunk, first, types, plan.names)
+            except pa.ArrowInvalid:
+                raise StartOver() from None
+            for name in unsettled:
+                found = table.column(name).type
+                if not (pa.types.is_null(found) or pa.types.is_string(found)):
+                    raise StartOver()  # the two passes type it by its first values; binary means not UTF-8
+            yield from _sliced(table, schema, batch_rows)
+            del table
+            _release_memory()
+
+    yield from _in_background(rest)
+
+
+def _sliced(table: pa.Table, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    columns = []
+    for f in schema:
+        column = table.column(f.name).combine_chunks()
+        columns.append(column if column.type == f.type else column.cast(f.type))
+    whole = pa.RecordBatch.from_arrays(columns, schema=schema)
+    for offset in range(0, whole.num_rows, batch_rows):
+        yield whole.slice(offset, batch_rows)
+
+
 def _read_csv_in_background(
     src: BinaryIO, start: int, plan: _CsvPlan, schema: pa.Schema, batch_rows: int, spool: _Spool
 ) -> Iterator[pa.RecordBatch]:
-    """Second pass: parse the text columns (in a thread, overlapping with the consumer) beside the spooled rest."""
+    """Second pass: parse the text columns beside the spooled rest and put each chunk back together."""
     text = [f.name for f in schema if pa.types.is_string(f.type)]
-    q: queue.Queue = queue.Queue(maxsize=1)  # the next batch is parsed while the consumer works on this one
+
+    def chunks() -> Iterator[tuple[pa.Table | None, int, pa.Table | None]]:
+        if not text:
+            for typed, rows in spool:
+                yield typed, rows, None
+            return
+        parsed = _chunks(src, start, plan, plan.chunk_bytes)
+        for (typed, rows), (chunk, first, _, _) in zip(spool, parsed, strict=True):
+            yield typed, rows, plan.parse(chunk, first, dict.fromkeys(text, pa.string()), text, serial=False)
+
+    def merged() -> Iterator[pa.RecordBatch]:
+        for typed, rows, parsed in chunks():
+            columns = []
+            for f in schema:
+                source = parsed if pa.types.is_string(f.type) else typed
+                if source is None or source.num_rows != rows:
+                    raise RuntimeError("the two passes over the CSV file disagree on its rows")
+                column = source.column(f.name).combine_chunks()
+                columns.append(column if column.type == f.type else column.cast(f.type))
+            whole = pa.RecordBatch.from_arrays(columns, schema=schema)
+            del typed, parsed, columns
+            _release_memory()
+            for offset in range(0, rows, batch_rows):
+                yield whole.slice(offset, batch_rows)
+
+    yield from _in_background(merged)
+
+
+def _in_background(produce: Callable[[], Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
+    """The batches of `produce()`, made in a thread one step ahead, so parsing overlaps with the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
     done = object()
 
@@ -281,36 +381,16 @@ def _read_csv_in_background(
                 continue
         return False
 
-    def chunks() -> Iterator[tuple[pa.Table | None, int, pa.Table | None]]:
-        if not text:
-            for typed, rows in spool:
-                yield typed, rows, None
-            return
-        parsed = _chunks(src, start, plan, plan.chunk_bytes)
-        for (typed, rows), (chunk, first, _, _) in zip(spool, parsed, strict=True):
-            yield typed, rows, plan.parse(chunk, first, dict.fromkeys(text, pa.string()), text, serial=False)
-
-    def produce() -> None:
+    def run() -> None:
         try:
-            for typed, rows, parsed in chunks():
-                columns = []
-                for f in schema:
-                    source = parsed if pa.types.is_string(f.type) else typed
-                    if source is None or source.num_rows != rows:
-                        raise RuntimeError("the two passes over the CSV file disagree on its rows")
-                    column = source.column(f.name).combine_chunks()
-                    columns.append(column if column.type == f.type else column.cast(f.type))
-                whole = pa.RecordBatch.from_arrays(columns, schema=schema)
-                del typed, parsed, columns
-                _release_memory()
-                for offset in range(0, rows, batch_rows):
-                    if not put(whole.slice(offset, batch_rows)):
-                        return
+            for batch in produce():
+                if not put(batch):
+                    return
             put(done)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             put(exc)
 
-    worker = threading.Thread(target=produce, name="portal-csv-reader", daemon=True)
+    worker = threading.Thread(target=run, name="portal-csv-reader", daemon=True)
     worker.start()
     try:
         while True:
