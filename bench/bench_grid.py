@@ -11,15 +11,18 @@ files are when PORTAL_ENCRYPTION_KEY is set; Django is configured just enough fo
 
 Three measurements:
 
-1. cold: the first request for a version this process has not cached (read the file, then answer page 1),
-   repeated R times with the cache emptied before each, from the plain file and through the decrypting
-   stream that storage.open_stream returns for an encrypted one;
+1. cold: the first request for a version this process has not cached, repeated R times with the cache
+   emptied before each: plain pages (page 1, the middle and the last page), which are read from the row
+   groups that hold them while the whole version loads in the background, and a sorted page, which has to
+   wait for that load; from the plain file and through the decrypting stream that storage.open_stream
+   returns for an encrypted one;
 2. warm: each kind of request below, R times, with the version in the cache. The first of the R requests
    of a kind also pays for what that kind builds lazily and keeps (a text column's index or prefix keys);
    it is reported on its own as well as in the percentiles.
 3. the process's resident memory after loading and after the requests, and its peak.
 
-The target (issue 3) is under 200 ms for every warm page request.
+The target (issue 3) is under 200 ms for every page request; a sorted or filtered request that has to wait
+for the version to load (cold_load_*) is reported without a verdict.
 """
 
 from __future__ import annotations
@@ -150,9 +153,11 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-def timed(kind: str, description: str, call, repeat: int) -> Timing:
+def timed(kind: str, description: str, call, repeat: int, setup=None) -> Timing:
     latencies, total = [], 0
     for _ in range(repeat):
+        if setup is not None:
+            setup()
         started = time.perf_counter()
         total = call().total
         latencies.append((time.perf_counter() - started) * 1000)
@@ -183,14 +188,29 @@ def run(path: Path, encrypted_name: str, repeat: int, page_size: int) -> tuple[l
 
     key = "bench-version"
 
-    def cold_request(open_file):
-        grid.clear_cache()
-        return grid.read_page(key, open_file, page_size=page_size)
+    def encrypted():
+        return storage.open_stream(encrypted_name)
 
+    total_pages = -(-pq.ParquetFile(path).metadata.num_rows // page_size)
+    middle = max(1, total_pages // 2)
+    # Each cold request starts with an empty cache (clear_cache first waits for the previous request's
+    # background load); a plain page also starts that load, which runs alongside it, as in a web process.
     cold = [
-        timed("cold_first_page", "empty cache: read the file, then page 1", lambda: cold_request(opener), repeat),
-        timed("cold_first_page_encrypted", "empty cache: decrypt and read the file, then page 1",
-              lambda: cold_request(lambda: storage.open_stream(encrypted_name)), repeat),
+        timed("cold_page_1", "empty cache: page 1 (from its row groups; the version loads alongside)",
+              lambda: grid.read_page(key, opener, page_size=page_size), repeat, setup=grid.clear_cache),
+        timed("cold_middle_page", f"empty cache: page {middle:,}",
+              lambda: grid.read_page(key, opener, page=middle, page_size=page_size), repeat, setup=grid.clear_cache),
+        timed("cold_last_page", f"empty cache: page {total_pages:,}",
+              lambda: grid.read_page(key, opener, page=total_pages, page_size=page_size), repeat,
+              setup=grid.clear_cache),
+        timed("cold_page_1_encrypted", "empty cache: page 1 through the decrypting stream",
+              lambda: grid.read_page(key, encrypted, page_size=page_size), repeat, setup=grid.clear_cache),
+        timed("cold_load_sorted", "empty cache: sorted by income (reads the whole file first)",
+              lambda: grid.read_page(key, opener, page_size=page_size, sort="income"), repeat,
+              setup=grid.clear_cache),
+        timed("cold_load_encrypted", "empty cache: sorted by income through the decrypting stream",
+              lambda: grid.read_page(key, encrypted, page_size=page_size, sort="income"), repeat,
+              setup=grid.clear_cache),
     ]
     memory = {"rss_mb_after_load": rss_mb(), "arrow_mb_after_load": arrow_mb()}
     pages = grid.read_page(key, opener, page_size=page_size).pages
@@ -245,7 +265,7 @@ def print_table(facts: dict, data: dict, cold: list[Timing], warm: list[Timing],
     print(header)
     print("-" * len(header))
     for t in [*cold, *warm]:
-        verdict = "" if t in cold else ("ok" if t.max_ms < TARGET_MS else "MISSED")
+        verdict = "" if t.kind.startswith("cold_load") else ("ok" if t.max_ms < TARGET_MS else "MISSED")
         print(f"{t.kind:<26} {t.total_rows:>12,} {t.first_ms:>9.1f} {t.p50_ms:>8.1f} {t.p95_ms:>8.1f} "
               f"{t.max_ms:>8.1f}  {verdict}")
     print()

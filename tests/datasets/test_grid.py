@@ -406,9 +406,10 @@ def test_hidden_columns_answer_like_columns_that_do_not_exist():
 
 def test_hidden_columns_vary_per_request_on_the_same_cached_version():
     opener = grid_of(PEOPLE)
-    assert "email" not in read_page("v1", opener, hidden_columns=["email"]).columns
-    assert "email" in read_page("v1", opener).columns
+    assert "email" not in read_page("v1", opener, hidden_columns=["email"], sort="id").columns
+    assert "email" in read_page("v1", opener, sort="id").columns
     assert opener.calls == 1
+    assert "email" not in read_page("v2", opener, hidden_columns=["email"]).columns  # from the row groups
 
 
 # --- Values, openers and the cache ----------------------------------------------------------------------------
@@ -447,21 +448,57 @@ def test_reads_through_a_file_object_without_a_path():
 
 def test_the_file_is_read_once_per_version():
     opener = grid_of(PEOPLE)
-    read_page("v1", opener)
+    read_page("v1", opener, sort="id")
     read_page("v1", opener, page=2, page_size=3, sort="name", filters={"age": ">20"})
+    read_page("v1", opener)
     assert opener.calls == 1
-    read_page("v2", opener)
+    read_page("v2", opener, filters={"age": ">20"})
     assert opener.calls == 2
+
+
+def test_a_plain_first_page_is_read_from_its_row_groups_while_the_version_loads():
+    table = pa.table({"n": list(range(1000)), "s": [f"v{i % 7}" for i in range(1000)]})
+    data = parquet_bytes(table, row_group_size=64)
+    loaded = {}
+    for page in (1, 2, 7, 10, 11):  # the first, within a group, across groups, the last (partial), past the end
+        grid.clear_cache()
+        cold = read_page("k", Opener(data), page=page, page_size=100, hidden_columns=["s"])
+        grid.wait_for_warming()
+        assert grid.cache.is_cached("k"), "the whole version was loaded in the background"
+        warm = read_page("k", Opener(data), page=page, page_size=100, hidden_columns=["s"])
+        assert cold == warm
+        loaded[page] = [row[0] for row in cold.rows]
+    assert loaded[1] == list(range(100)) and loaded[7] == list(range(600, 700))
+    assert loaded[10] == list(range(900, 1000)) and loaded[11] == []
+
+
+def test_a_plain_page_does_not_wait_for_a_slow_load():
+    import threading
+
+    data, gate = parquet_bytes(pa.table({"n": list(range(1000))}), row_group_size=100), threading.Event()
+    calls = []
+
+    def opener():  # the background load is stuck until the gate opens; the page request is not
+        calls.append(1)
+        if threading.current_thread().name.startswith("grid-warm"):
+            gate.wait(10)
+        return io.BytesIO(data)
+
+    page = read_page("slow", opener, page=3, page_size=50)
+    assert [row[0] for row in page.rows][:2] == [100, 101] and not grid.cache.is_cached("slow")
+    gate.set()
+    grid.wait_for_warming()
+    assert grid.cache.is_cached("slow") and len(calls) == 2
 
 
 def test_the_least_recently_used_version_is_dropped_first():
     openers = {f"v{i}": grid_of(PEOPLE) for i in range(grid.CACHE_ENTRIES + 1)}
     for key in list(openers)[:-1]:
-        read_page(key, openers[key])
-    read_page("v0", openers["v0"])  # v0 is now the most recent; v1 the least
-    read_page(f"v{grid.CACHE_ENTRIES}", openers[f"v{grid.CACHE_ENTRIES}"])
-    read_page("v0", openers["v0"])
-    read_page("v1", openers["v1"])
+        read_page(key, openers[key], sort="id")
+    read_page("v0", openers["v0"], sort="id")  # v0 is now the most recent; v1 the least
+    read_page(f"v{grid.CACHE_ENTRIES}", openers[f"v{grid.CACHE_ENTRIES}"], sort="id")
+    read_page("v0", openers["v0"], sort="id")
+    read_page("v1", openers["v1"], sort="id")
     assert openers["v0"].calls == 1
     assert openers["v1"].calls == 2
 
@@ -494,7 +531,7 @@ def test_warming_loads_once_and_a_concurrent_request_waits_for_it():
 
     grid.warm("warm-key", opener)
     result = {}
-    reader = threading.Thread(target=lambda: result.update(page=grid.read_page("warm-key", opener, page=2)))
+    reader = threading.Thread(target=lambda: result.update(page=grid.read_page("warm-key", opener, page=2, sort="n")))
     reader.start()
     gate.set()
     reader.join(10)

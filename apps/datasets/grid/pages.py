@@ -1,4 +1,5 @@
-"""Answer a page request: validate it, then filter, sort and slice the cached version's rows."""
+"""Answer a page request: validate it, then filter, sort and slice the cached version's rows (or, for a
+plain page of a version not loaded yet, read only the row groups that hold it)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
+import pyarrow.parquet as pq
 
-from .cache import _cached_version
-from .columns import _OTHER, GridQueryError
+from .cache import _cached_version, is_cached, warm
+from .columns import _OTHER, GridQueryError, _Version
 from .filters import _filter_mask
 from .sorting import _sorted_window
 
@@ -53,8 +55,17 @@ def read_page(
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
         raise GridQueryError("page_size must be a whole number, 1 or more.")
     page_size = min(page_size, MAX_PAGE_SIZE)
-    version = _cached_version(key, opener)
     hidden = set(hidden_columns)
+    filters = {
+        name: str(text).strip()
+        for name, text in (filters or {}).items() if text is not None and str(text).strip()
+    }
+    if not sort and not filters and not is_cached(key):
+        # The first look at a version is usually a plain page: read just its row groups, and load the whole
+        # version for the sorts and filters that may follow in the background.
+        warm(key, opener)
+        return _page_from_row_groups(opener, page, page_size, hidden)
+    version = _cached_version(key, opener)
     visible = [i for i, name in enumerate(version.names) if name not in hidden]
     sort_column = version.column(sort, hidden, purpose="sort by") if sort else None
     if sort_column is not None and sort_column.kind == _OTHER:
@@ -63,10 +74,8 @@ def read_page(
         )
 
     mask = None
-    for name, text in (filters or {}).items():
-        if text is None or not str(text).strip():
-            continue
-        column_mask = _filter_mask(version.column(name, hidden, purpose="filter on"), str(text).strip())
+    for name, text in filters.items():
+        column_mask = _filter_mask(version.column(name, hidden, purpose="filter on"), text)
         mask = column_mask if mask is None else mask & column_mask
     selected = None if mask is None else np.flatnonzero(mask)
 
@@ -81,6 +90,35 @@ def read_page(
     return GridPage(
         columns=[version.names[i] for i in visible],
         rows=version.rows(visible, indices),
+        total=total,
+        page=page,
+        page_size=page_size,
+        pages=max(1, math.ceil(total / page_size)),
+    )
+
+
+def _page_from_row_groups(opener: Callable[[], BinaryIO], page: int, page_size: int, hidden: set[str]) -> GridPage:
+    """An unsorted, unfiltered page read from the row groups that hold it, without loading the version."""
+    with opener() as handle:
+        parquet = pq.ParquetFile(handle)
+        total = parquet.metadata.num_rows
+        start, stop = (page - 1) * page_size, min(page * page_size, total)
+        groups, first_row, offset = [], 0, 0
+        for index in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(index).num_rows
+            if offset < stop and offset + rows > start:
+                if not groups:
+                    first_row = offset
+                groups.append(index)
+            offset += rows
+        table = parquet.read_row_groups(groups) if groups else parquet.schema_arrow.empty_table()
+    if groups:
+        table = table.slice(start - first_row, stop - start)
+    rows = _Version(table)
+    visible = [i for i, name in enumerate(rows.names) if name not in hidden]
+    return GridPage(
+        columns=[rows.names[i] for i in visible],
+        rows=rows.rows(visible, np.arange(rows.num_rows)) if start < total else [],
         total=total,
         page=page,
         page_size=page_size,
