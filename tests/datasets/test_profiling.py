@@ -88,8 +88,8 @@ def test_types_and_distinct_counts(frame):
 
 
 def test_distinct_counts_beyond_the_cap_are_estimates(monkeypatch):
-    monkeypatch.setattr(profiling, "DISTINCT_EXACT", 1_000)
-    monkeypatch.setattr(profiling, "KMV_K", 256)
+    monkeypatch.setattr(profiling.columns, "DISTINCT_EXACT", 1_000)
+    monkeypatch.setattr(profiling.columns, "KMV_K", 256)
     values = np.random.default_rng(1).normal(size=20_000).round(6)
     data = ("x\n" + "\n".join(map(str, values)) + "\n").encode()
     info = column(profile_csv(data, batch_rows=3_000), "x")
@@ -117,7 +117,7 @@ def test_histograms_sum_to_the_non_missing_count(frame):
 
 
 def test_histograms_from_a_sample_are_scaled_to_every_row(monkeypatch):
-    monkeypatch.setattr(profiling, "SAMPLE_ROWS", 500)
+    monkeypatch.setattr(profiling.sampling, "SAMPLE_ROWS", 500)
     rows = "\n".join(str(i % 97) for i in range(10_000))
     profile = profile_csv(f"n\n{rows}\n".encode(), batch_rows=1_500)
     assert profile["sampled_rows"] == 500
@@ -237,7 +237,7 @@ def _batches(table: pa.Table, rows: int) -> list[pa.RecordBatch]:
 
 @pytest.mark.parametrize("span", [1 << 22, 3_000])  # a bitmap all along; a bitmap given up half way
 def test_integer_distinct_counts_are_exact_across_batches(monkeypatch, span):
-    monkeypatch.setattr(profiling, "BITMAP_SPAN", span)
+    monkeypatch.setattr(profiling.columns, "BITMAP_SPAN", span)
     rng = np.random.default_rng(5)
     # Batches that move the range down and up, repeat earlier values, and have more than TRACKED_VALUES values.
     values = np.concatenate(
@@ -254,7 +254,7 @@ def test_integer_distinct_counts_are_exact_across_batches(monkeypatch, span):
 
 
 def test_a_repeat_after_the_bitmap_is_given_up_is_not_unique(monkeypatch):
-    monkeypatch.setattr(profiling, "BITMAP_SPAN", 5_000)
+    monkeypatch.setattr(profiling.columns, "BITMAP_SPAN", 5_000)
     values = np.concatenate([np.arange(3_000), np.arange(3_000, 9_000), [17]])
     profile = profile_batches(_batches(pa.table({"x": values}), 3_000))
     assert column(profile, "x")["distinct"] == 9_000
