@@ -118,6 +118,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.accounts",
     "apps.datasets",
+    "apps.registry",
 ]
 
 MIDDLEWARE = [

@@ -30,6 +30,7 @@ api_patterns = [
     path("auth/token/", accounts_api.obtain_token, name="auth-token"),
     path("audit/verify/", audit_api.verify, name="audit-verify"),
     path("projects/<slug:project_slug>/members/", members_collection, name="project-member-list"),
+    path("", include("apps.registry.api_urls")),
     *router.urls,
 ]
 
@@ -37,6 +38,7 @@ urlpatterns = [
     path("", include("apps.accounts.urls")),
     path("", include("apps.core.urls")),
     path("", include("apps.datasets.urls")),
+    path("", include("apps.registry.urls")),
     path("audit/", include("apps.audit.urls")),
     path("api/v1/", include((api_patterns, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -25,6 +25,8 @@ class Action(models.TextChoices):
     REVEAL_PII = "data.reveal_pii", "Reveal PII columns to viewers"
     DELETE_DATA = "data.delete", "Delete datasets"
     IMPORT_MODEL = "model.import", "Import models and versions"
+    EDIT_MODEL = "model.edit", "Edit model descriptions, lineage and tags; run model jobs"
+    ARCHIVE_MODEL = "model.archive", "Archive and restore model versions"
     REQUEST_APPROVAL = "approval.request", "Ask for approval to deploy"
     DECIDE_APPROVAL = "approval.decide", "Approve or reject requests"
     DEPLOY = "deployment.deploy", "Deploy to non-gated environments"
@@ -34,8 +36,8 @@ class Action(models.TextChoices):
 
 
 _VIEWER = {Action.VIEW_PROJECT, Action.VIEW_MEMBERS, Action.PREDICT}
-_SCIENTIST = _VIEWER | {Action.UPLOAD_DATA, Action.VIEW_PII, Action.IMPORT_MODEL, Action.REQUEST_APPROVAL,
-                        Action.DEPLOY}
+_SCIENTIST = _VIEWER | {Action.UPLOAD_DATA, Action.VIEW_PII, Action.IMPORT_MODEL, Action.EDIT_MODEL,
+                        Action.REQUEST_APPROVAL, Action.DEPLOY}
 _APPROVER = _VIEWER | {Action.DECIDE_APPROVAL, Action.VIEW_AUDIT, Action.VIEW_PII}
 _ADMIN = set(Action)
 

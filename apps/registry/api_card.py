@@ -1,0 +1,5 @@
+"""Registry API: card endpoints (being built)."""
+
+from __future__ import annotations
+
+urlpatterns: list = []

@@ -1,0 +1,5 @@
+"""Registry pages: mlflow (being built)."""
+
+from __future__ import annotations
+
+urlpatterns: list = []
