@@ -49,6 +49,9 @@ class Prepared:
     input_example: dict | None = None
     requirements: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Lineage the source itself recorded (an MLflow run's params, metrics, tags, git commit), applied to the
+    # version where the person importing gave none: params, metrics, code_commit, code_repository, mlflow_tags.
+    lineage: dict = field(default_factory=dict)
 
 
 def prepare(path: Path, fmt: str, *, work: Path, sample=None, trusted_types: frozenset[str] = frozenset()) -> Prepared:

@@ -280,27 +280,33 @@ def start_import(
         model = create_model(project, actor=actor, name=name, **(model_fields or {}))
     else:
         model = update_model(existing, actor=actor, **model_fields) if model_fields else existing
+    return create_version(
+        model,
+        actor=actor,
+        description=description,
+        format=actual,
+        original_filename=original_filename,
+        file_name=stored.name,
+        size_bytes=stored.size,
+        sha256=stored.sha256,
+        training_dataset=lineage_clean.get("training_dataset"),
+        code_repository=lineage_clean.get("code_repository", ""),
+        code_commit=lineage_clean.get("code_commit", ""),
+        params=lineage_clean.get("params", {}),
+        metrics=lineage_clean.get("metrics", {}),
+        requirements=lineage_clean.get("requirements", []),
+        input_example=lineage_clean.get("input_example"),
+        tags={"target_column": lineage_clean["target_column"]} if lineage_clean.get("target_column") else {},
+    )
+
+
+def create_version(model: RegisteredModel, *, actor, description: str = "", **fields) -> ModelVersion:
+    """The model's next version (importing), numbered under a lock, with its import job queued; audited."""
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().filter(pk=model.pk).first()
         number = (model.versions.aggregate(n=Max("number"))["n"] or 0) + 1
         version = ModelVersion.objects.create(
-            model=model,
-            number=number,
-            description=description.strip(),
-            created_by=actor,
-            format=actual,
-            original_filename=original_filename,
-            file_name=stored.name,
-            size_bytes=stored.size,
-            sha256=stored.sha256,
-            training_dataset=lineage_clean.get("training_dataset"),
-            code_repository=lineage_clean.get("code_repository", ""),
-            code_commit=lineage_clean.get("code_commit", ""),
-            params=lineage_clean.get("params", {}),
-            metrics=lineage_clean.get("metrics", {}),
-            requirements=lineage_clean.get("requirements", []),
-            input_example=lineage_clean.get("input_example"),
-            tags={"target_column": lineage_clean["target_column"]} if lineage_clean.get("target_column") else {},
+            model=model, number=number, description=description.strip(), created_by=actor, **fields
         )
         version.import_job = _queue_import(version, actor=actor)
         version.save(update_fields=["import_job"])
@@ -308,9 +314,10 @@ def start_import(
             "model.import_started",
             actor=actor,
             obj=version,
-            project=project,
-            details={"model": model.name, "version": number, "file": original_filename, "format": actual,
-                     "sha256": stored.sha256, "bytes": stored.size},
+            project=model.project,
+            details={"model": model.name, "version": number, "format": version.format,
+                     "file": version.original_filename, "source": version.source_uri,
+                     "sha256": version.sha256, "bytes": version.size_bytes},
         )
     return version
 
@@ -422,6 +429,10 @@ def _import_succeeded(version: ModelVersion, job_id: str, prepared, artifact, *,
         "requirements": version.requirements or prepared.requirements,
         "error": "",
     }
+    for key, value in prepared.lineage.items():  # what the source recorded (an MLflow run), unless given by hand
+        if key in {"params", "metrics", "code_commit", "code_repository", "mlflow_tags", "source_uri"} and value \
+                and not getattr(version, key):
+            fields[key] = value
     if artifact is not None:
         fields.update(mlflow_model_uri=artifact.model_uri, mlflow_run_id=artifact.run_id,
                       artifact_sha256=artifact.artifact_sha256)
