@@ -22,7 +22,8 @@ def plotly_chart(figure, element_id: str, label: str):
 
 _STATUS_CLASSES = {"queued": "secondary", "running": "primary", "succeeded": "success", "failed": "danger",
                    "active": "success", "revoked": "secondary", "expired": "warning",
-                   "profiling": "primary", "ready": "success"}
+                   "profiling": "primary", "ready": "success", "importing": "primary", "quarantined": "warning",
+                   "archived": "secondary"}
 
 
 @register.simple_tag
