@@ -28,15 +28,14 @@ def test_skops_import_creates_a_ready_version_stored_in_mlflow(people, api_as, d
     assert version.status == "importing"
     run_import(version)
     assert version.status == "ready", version.error
-    assert version.mlflow_model_uri == "models:/portal.churn/1" or version.mlflow_model_uri.startswith("models:/portal.")
+    assert version.mlflow_model_uri.startswith("models:/portal.churn/")
     assert [c["name"] for c in version.signature["inputs"]] == ["age", "income", "tenure"]
     assert version.metrics == {"accuracy": 0.93} and version.code_commit == "3f9c2ab"
     assert len(version.artifact_sha256) == 64
     detail = api.get(response.json()["url"]).json()
     assert detail["status"] == "ready" and detail["flavor"] == "sklearn (skops)"
     assert RegisteredModel.objects.get(slug="churn").risk_tier == "high"
-    assert AuditEvent.objects.filter(action="model.imported", object_id=str(version.pk)).exists() or \
-        AuditEvent.objects.filter(action="model.imported").exists()
+    assert AuditEvent.objects.filter(action="model.imported").exists()
 
 
 def test_onnx_and_mlflow_zip_imports(people, api_as, tmp_path, django_capture_on_commit_callbacks):

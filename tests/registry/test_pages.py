@@ -105,7 +105,8 @@ def test_a_dataset_used_as_training_data_cannot_be_deleted(people, project, clie
                                                      uploaded=upload("people.csv", PEOPLE_CSV))
     run_profiling(dataset_version)
     with django_capture_on_commit_callbacks(execute=False):
-        services.start_import(project, actor=people["scientist"], name="Other", uploaded=upload("t.skops", skops_bytes()),
+        services.start_import(project, actor=people["scientist"], name="Other",
+                              uploaded=upload("t.skops", skops_bytes()),
                               lineage={"training_dataset": str(dataset_version.uuid)})
     response = api_as(people["admin"]).delete(f"/api/v1/datasets/{dataset_version.dataset.uuid}/")
     assert response.status_code == 409
