@@ -27,6 +27,7 @@ demo: export DEBUG ?= 1
 demo: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
+	$(PY) manage.py load_demo_models
 	@echo
 	@echo "Portal is starting at http://$(DEMO_ADDR)/  (sign in with a demo login above; Ctrl-C stops everything)"
 	@echo
