@@ -1,0 +1,313 @@
+"""Which globals a pickle would import, read from its opcodes without unpickling anything.
+
+The verdict is a signal for people and a gate before the sandbox, not a proof: the file is only ever opened
+in the sandbox, whatever the scan says.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import importlib
+import lzma
+import pickletools
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_DECOMPRESSED_BYTES = 8 * 1024**3  # past this a "compressed joblib" is a decompression bomb
+
+# Globals that exist only to rebuild data; calling them cannot reach the file system, processes or imports.
+ALLOWED_GLOBALS = frozenset(
+    {
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.core.numeric._frombuffer",
+        "numpy._core.numeric._frombuffer",
+        "numpy.ndarray",
+        "numpy.dtype",
+        "numpy.random._pickle.__randomstate_ctor",
+        "numpy.random._pickle.__bit_generator_ctor",
+        "numpy.random._pickle.__generator_ctor",
+        "numpy.random._mt19937.MT19937",
+        "numpy.random._pcg64.PCG64",
+        "numpy.random._pcg64.PCG64DXSM",
+        "numpy.random._philox.Philox",
+        "numpy.random._sfc64.SFC64",
+        "numpy.random.bit_generator.SeedSequence",
+        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+        "numpy.random.mtrand.RandomState",
+        "numpy.random._generator.Generator",
+        "collections.OrderedDict",
+        "collections.defaultdict",
+        "copyreg._reconstructor",
+        "builtins.object",
+        "builtins.slice",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.complex",
+        "builtins.bytearray",
+        "builtins.bytes",
+        "builtins.int",
+        "builtins.float",
+        "builtins.str",
+        "builtins.list",
+        "builtins.dict",
+        "builtins.tuple",
+        "builtins.range",
+        "joblib.numpy_pickle.NumpyArrayWrapper",
+        # Protocol-2 pickles (joblib's object arrays) write bytes as _codecs.encode(text, "latin1"). A codec
+        # name can only resolve to a module of the `encodings` package, and encoding text has no side effect.
+        "_codecs.encode",
+    }
+)
+# numpy's dtype classes (numpy.dtypes.Float64DType...) are data descriptions too.
+_NUMPY_DTYPE_CLASS = re.compile(r"numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType")
+_SCIPY_SPARSE = re.compile(r"scipy\.sparse(\.[a-z_][a-z0-9_]*)?\.(csr|csc|coo|bsr|dia|dok|lil)_(matrix|array)")
+_SKLEARN_CLASS = re.compile(r"sklearn(\.[A-Za-z_][A-Za-z0-9_]*)+\._?[A-Z][A-Za-z0-9_]*")
+
+# Known-dangerous prefixes, to name the risk in the summary; anything off the allow-list is flagged anyway.
+_DANGEROUS = {
+    "os.": "runs commands or touches files",
+    "posix.": "runs commands or touches files",
+    "nt.": "runs commands or touches files",
+    "subprocess.": "runs commands",
+    "pty.": "runs commands",
+    "shutil.": "touches files",
+    "socket.": "opens network connections",
+    "urllib.": "opens network connections",
+    "http.": "opens network connections",
+    "webbrowser.": "opens URLs",
+    "importlib.": "imports arbitrary code",
+    "runpy.": "runs arbitrary code",
+    "pip.": "installs packages",
+    "sys.": "reaches the interpreter's internals",
+    "ctypes.": "calls native code",
+    "pickle.": "unpickles more data",
+    "_pickle.": "unpickles more data",
+    "marshal.": "loads code objects",
+    "types.": "builds code objects",
+    "code.": "runs arbitrary code",
+    "builtins.eval": "runs arbitrary code",
+    "builtins.exec": "runs arbitrary code",
+    "builtins.compile": "builds code objects",
+    "builtins.getattr": "reaches any attribute (a way around the allow-list)",
+    "builtins.setattr": "changes any attribute",
+    "builtins.__import__": "imports arbitrary code",
+    "builtins.open": "touches files",
+    "builtins.breakpoint": "runs a debugger",
+    "builtins.globals": "reaches the interpreter's internals",
+    "builtins.vars": "reaches the interpreter's internals",
+}
+
+
+@dataclass
+class ScanResult:
+    """What the opcodes say: the globals imported, which are not allowed, and whether the whole file was read."""
+
+    globals: list[str] = field(default_factory=list)
+    flagged: list[dict] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    complete: bool = True
+    problem: str = ""
+
+    @property
+    def dangerous(self) -> list[dict]:
+        """Flagged globals known to reach commands, files, imports or code, or that the scan could not name."""
+        return [f for f in self.flagged if f["risk"] == "dangerous"]
+
+    @property
+    def verdict(self) -> str:
+        if self.flagged:
+            return "flagged"
+        return "clean" if self.complete else "incomplete"
+
+    def as_dict(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "globals": self.globals[:200],
+            "flagged": self.flagged[:50],
+            "counts": self.counts,
+            "complete": self.complete,
+            "problem": self.problem,
+        }
+
+
+def scan_file(path: Path, fmt: str) -> ScanResult:
+    """Scan a pickle, or a joblib file (decompressing zlib/gzip/bz2/xz first)."""
+    try:
+        data = _read_decompressed(path) if fmt == "joblib" else path.read_bytes()
+    except (OSError, ValueError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        return ScanResult(complete=False, problem=f"the file could not be decompressed ({type(exc).__name__})")
+    return scan_bytes(data, joblib=fmt == "joblib")
+
+
+def _read_decompressed(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        head = handle.read(6)
+    if head.startswith(b"\x1f\x8b"):
+        opener = gzip.open
+    elif head.startswith(b"BZh"):
+        opener = bz2.open
+    elif head.startswith(b"\xfd7zXZ") or head.startswith(b"]\x00\x00"):
+        opener = lzma.open  # xz, or the legacy .lzma format joblib writes for compress="lzma"
+    elif head.startswith(b"\x04\x22\x4d\x18"):
+        raise ValueError("lz4-compressed joblib files are not supported")
+    elif head[:1] == b"\x78":
+        return _zlib_bounded(path)
+    else:
+        return path.read_bytes()
+    with opener(path, "rb") as stream:
+        data = stream.read(MAX_DECOMPRESSED_BYTES + 1)
+    if len(data) > MAX_DECOMPRESSED_BYTES:
+        raise ValueError("decompresses to too much")
+    return data
+
+
+def _zlib_bounded(path: Path) -> bytes:
+    decompressor = zlib.decompressobj()
+    parts, total = [], 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            part = decompressor.decompress(chunk, MAX_DECOMPRESSED_BYTES + 1 - total)
+            total += len(part)
+            if total > MAX_DECOMPRESSED_BYTES or decompressor.unconsumed_tail:
+                raise ValueError("decompresses to too much")
+            parts.append(part)
+    parts.append(decompressor.flush())
+    return b"".join(parts)
+
+
+_MARK = object()
+_ARRAY_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+_STRING_OPS = {
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
+}
+
+
+class _Unknown:
+    """A stack value the scan does not model (anything but a string)."""
+
+
+_UNKNOWN = _Unknown()
+
+
+def scan_bytes(data: bytes, *, joblib: bool = False) -> ScanResult:
+    """Walk the opcodes with a model of the stack and memo, so a global cannot hide behind memo lookups."""
+    result = ScanResult()
+    stack: list = []
+    memo: dict = {}
+    seen: dict[str, None] = {}
+    try:
+        for opcode, arg, _pos in pickletools.genops(data):
+            name = opcode.name
+            result.counts[name] = result.counts.get(name, 0) + 1
+            pair = tuple(stack[-2:]) if name == "STACK_GLOBAL" and len(stack) >= 2 else (_UNKNOWN, _UNKNOWN)
+            current = stack[-1] if stack else _UNKNOWN
+            _pop(stack, opcode)
+            top = current if name == "MEMOIZE" else _UNKNOWN
+            if name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                seen[f"{module}.{attr}"] = None
+            elif name == "STACK_GLOBAL":
+                module, attr = pair
+                if isinstance(module, str) and isinstance(attr, str):
+                    seen[f"{module}.{attr}"] = None
+                else:
+                    seen["<a STACK_GLOBAL whose name the scan cannot resolve>"] = None
+            elif name in ("EXT1", "EXT2", "EXT4"):
+                seen[f"<copyreg extension code {arg}>"] = None
+            elif name in ("PERSID", "BINPERSID"):
+                seen["<persistent id: an object loaded by the unpickler's own code>"] = None
+            elif name in _STRING_OPS:
+                top = arg.decode("latin-1") if isinstance(arg, bytes) else arg
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                top = memo.get(arg, _UNKNOWN)
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = stack[-1] if stack else _UNKNOWN
+            elif name == "MEMOIZE":
+                memo[len(memo)] = current
+            _push(stack, opcode, top)
+            if name == "STOP":
+                break
+            if joblib and name == "BUILD" and _ARRAY_WRAPPER in seen:
+                # Raw array bytes follow; read as opcodes they would invent globals that are not there.
+                result.complete = False
+                result.problem = (
+                    "joblib writes raw NumPy array bytes after the first array, so only the part before it was "
+                    "read"
+                )
+                break
+    except Exception as exc:  # noqa: BLE001 - genops raises ValueError, IndexError...: any of them means "stopped"
+        result.complete = False
+        result.problem = f"the opcodes stop making sense part-way ({type(exc).__name__}: {str(exc)[:200]})"
+    result.globals = list(seen)
+    result.flagged = [
+        {"global": g, "why": why, "risk": "unknown" if why == _NOT_LISTED else "dangerous"}
+        for g in result.globals if (why := flag_reason(g))
+    ]
+    return result
+
+
+def _pop(stack: list, opcode) -> None:
+    """Pop what the opcode consumes (to and including the MARK for mark-taking opcodes), as pickletools.dis does."""
+    before = opcode.stack_before
+    count = len(before)
+    if pickletools.markobject in before or (opcode.name == "POP" and stack and stack[-1] is _MARK):
+        while stack and stack[-1] is not _MARK:
+            stack.pop()
+        if stack:
+            stack.pop()
+        count = before.index(pickletools.markobject) if pickletools.markobject in before else 0
+    if count:
+        del stack[-count:]
+
+
+def _push(stack: list, opcode, top) -> None:
+    after = opcode.stack_after
+    if pickletools.markobject in after:
+        stack.append(_MARK)
+        return
+    if after:
+        stack.extend([_UNKNOWN] * (len(after) - 1))
+        stack.append(top)
+
+
+_NOT_LISTED = "not on the allow-list (only scikit-learn, NumPy, SciPy sparse and plain data types are)"
+
+
+def flag_reason(name: str) -> str:
+    """Why a global is not allowed ("" when it is)."""
+    if is_allowed(name):
+        return ""
+    for prefix, why in _DANGEROUS.items():
+        if name == prefix or name.startswith(prefix):
+            return why
+    if name.startswith("<"):
+        return "hides what it imports"
+    return _NOT_LISTED
+
+
+def is_allowed(name: str) -> bool:
+    if name in ALLOWED_GLOBALS or _NUMPY_DTYPE_CLASS.fullmatch(name) or _SCIPY_SPARSE.fullmatch(name):
+        return True
+    return bool(_SKLEARN_CLASS.fullmatch(name)) and _is_sklearn_class(name)
+
+
+def _is_sklearn_class(name: str) -> bool:
+    """A class defined by scikit-learn (its constructors only store parameters), not a function or re-export.
+
+    Pickle resolves a dotted name attribute by attribute, so `sklearn.x.os` would be the os module: only a
+    real class whose own module is scikit-learn's passes. Test helpers are excluded.
+    """
+    module, _, attr = name.rpartition(".")
+    if any(part in ("tests", "_testing", "conftest") for part in module.split(".")):
+        return False
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except Exception:  # noqa: BLE001 - a module that does not import is simply not allowed
+        return False
+    return isinstance(found, type) and found.__module__ == module and module.startswith("sklearn.")
