@@ -299,6 +299,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 60 * 60,
     },
 }
+# New versions of followed MLflow models (RegisteredModel.follow_mlflow_name); 0 turns the sync off.
+PORTAL_MLFLOW_SYNC_MINUTES = env_int("PORTAL_MLFLOW_SYNC_MINUTES", 15)
+if PORTAL_MLFLOW_SYNC_MINUTES > 0:
+    CELERY_BEAT_SCHEDULE["sync-followed-mlflow-models"] = {
+        "task": "apps.registry.tasks.sync_mlflow_task",
+        "schedule": PORTAL_MLFLOW_SYNC_MINUTES * 60,
+    }
 
 # --- MLflow ------------------------------------------------------------------------------------------
 (VAR_DIR / "mlflow").mkdir(exist_ok=True)
