@@ -52,10 +52,12 @@ test: export AXE_CORE_JS ?= $(TEST_TOOLS)/node_modules/axe-core/axe.min.js
 test: $(VENV)/.installed-dev test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## bench: the benchmarks whose numbers are in docs/benchmarks.md (own throwaway database; DATABASE_URL for PostgreSQL)
+## bench: the benchmarks whose numbers are in docs/benchmarks.md (each on throwaway data of its own);
+## `make bench BENCHES=grid BENCH_ARGS="--repeat 20"` runs one with its own options
+BENCHES ?= audit grid profiling registry
 bench: export DEBUG ?= 1
 bench: $(VENV)/.installed-run
-	$(PY) bench/bench_audit.py $(BENCH_ARGS)
+	@for name in $(BENCHES); do echo "== bench/bench_$$name.py"; $(PY) bench/bench_$$name.py $(BENCH_ARGS) || exit 1; done
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
