@@ -1,5 +1,130 @@
-"""Registry API: card endpoints (being built)."""
+"""Registry API for the model card: try-it, feature importance, validations, the ONNX hint and the HTML export."""
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.http import HttpResponse
+from django.urls import path
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+
+from apps.core.api import job_accepted
+from apps.registry import evidence
+from apps.registry.api import _call, get_version
+from apps.registry.models import ModelValidation
+
+
+class PredictSerializer(serializers.Serializer):
+    inputs = serializers.DictField(help_text="one value per signature input, by column name")
+
+
+class ValidateSerializer(serializers.Serializer):
+    dataset_version = serializers.UUIDField()
+
+
+class ValidationSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    model_version = serializers.UUIDField(source="model_version.uuid", read_only=True)
+    dataset_version = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    job = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelValidation
+        fields = ["id", "model_version", "dataset_version", "verdict", "report", "job", "created_by", "created_at"]
+        read_only_fields = fields
+
+    def get_dataset_version(self, validation) -> dict:
+        version = validation.dataset_version
+        return {"id": str(version.uuid), "dataset": str(version.dataset.uuid), "name": version.dataset.name,
+                "number": version.number}
+
+    def get_job(self, validation) -> dict | None:
+        job = validation.job
+        if job is None:
+            return None
+        return {"id": str(job.id), "status": job.status, "progress": job.progress,
+                "url": reverse("api:job-detail", args=[job.id], request=self.context.get("request"))}
+
+
+class CardViewSet(viewsets.GenericViewSet):
+    """The evidence on a version's model card; reading needs membership, jobs need the scientist role."""
+
+    serializer_class = ValidationSerializer
+    queryset = ModelValidation.objects.none()
+
+    @extend_schema(request=PredictSerializer, responses={200: dict})
+    def predict(self, request, ref=None):
+        """Try the model on one row: prediction, class probabilities and the top contributing features."""
+        version = get_version(request, ref)
+        body = PredictSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            result = _call(evidence.predict, version, actor=request.user, inputs=body.validated_data["inputs"],
+                           denied="Your role cannot try predictions.")
+        except evidence.PredictionFailed as exc:
+            raise exceptions.ValidationError({"non_field_errors": [str(exc)]}) from None
+        return Response(result)
+
+    @extend_schema(request=None, responses={202: dict})
+    def explain(self, request, ref=None):
+        job = _call(evidence.start_explain, get_version(request, ref), actor=request.user,
+                    denied="Your role cannot run model jobs.")
+        return job_accepted(job, request)
+
+    @extend_schema(request=ValidateSerializer, responses={202: dict})
+    def validate(self, request, ref=None):
+        """Validate a dataset version against the version's signature and training profile (a job)."""
+        version = get_version(request, ref)
+        body = ValidateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        validation = _call(evidence.start_validation, version, body.validated_data["dataset_version"],
+                           actor=request.user, denied="Your role cannot run model jobs.")
+        response = job_accepted(validation.job, request)
+        response.data["validation"] = ValidationSerializer(validation, context={"request": request}).data
+        return response
+
+    @extend_schema(responses={200: ValidationSerializer(many=True)})
+    def validations(self, request, ref=None):
+        version = get_version(request, ref)
+        page = self.paginate_queryset(
+            version.validations.select_related("dataset_version__dataset", "job", "created_by", "model_version"))
+        return self.get_paginated_response(ValidationSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(request=None, responses={202: dict})
+    def optimise(self, request, ref=None):
+        job = _call(evidence.start_optimisation, get_version(request, ref), actor=request.user,
+                    denied="Your role cannot run model jobs.")
+        return job_accepted(job, request)
+
+    @extend_schema(request=None, responses={201: dict})
+    def register_onnx(self, request, ref=None):
+        """Register the checked ONNX conversion as the model's next version (its import job is in `job`)."""
+        variant = _call(evidence.register_onnx_variant, get_version(request, ref), actor=request.user,
+                        denied="Your role cannot import models.")
+        response = job_accepted(variant.import_job, request)
+        response.data.update({"id": str(variant.uuid), "version": variant.number,
+                              "url": reverse("api:model-version-detail", args=[variant.uuid], request=request)})
+        response.status_code = status.HTTP_201_CREATED
+        return response
+
+    @extend_schema(responses={(200, "text/html"): str})
+    def card(self, request, ref=None):
+        version = get_version(request, ref)
+        html = _call(evidence.export_card_html, version, user=request.user, denied="You may not read this card.")
+        response = HttpResponse(html, content_type="text/html; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{version.model.slug}-v{version.number}-card.html"'
+        return response
+
+
+_V = "model-versions/<uuid:ref>/"
+urlpatterns = [
+    path(f"{_V}predict/", CardViewSet.as_view({"post": "predict"}), name="model-version-predict"),
+    path(f"{_V}explain/", CardViewSet.as_view({"post": "explain"}), name="model-version-explain"),
+    path(f"{_V}validate/", CardViewSet.as_view({"post": "validate"}), name="model-version-validate"),
+    path(f"{_V}validations/", CardViewSet.as_view({"get": "validations"}), name="model-version-validations"),
+    path(f"{_V}optimise/", CardViewSet.as_view({"post": "optimise"}), name="model-version-optimise"),
+    path(f"{_V}register-onnx/", CardViewSet.as_view({"post": "register_onnx"}), name="model-version-register-onnx"),
+    path(f"{_V}card.html", CardViewSet.as_view({"get": "card"}), name="model-version-card"),
+]
