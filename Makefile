@@ -36,11 +36,11 @@ demo: $(VENV)/.installed-run
 	  $(VENV)/bin/celery -A portal beat --loglevel=INFO & \
 	  $(PY) manage.py runserver --noreload $(DEMO_ADDR)
 
-## test-tools: Debian's chromium for browser tests and the axe-core npm package for accessibility checks
+## test-tools: Debian's chromium for browser tests, bubblewrap for the pickle sandbox, axe-core for accessibility checks
 test-tools:
-	@if ! command -v chromium >/dev/null || ! command -v npm >/dev/null; then \
+	@if ! command -v chromium >/dev/null || ! command -v npm >/dev/null || ! command -v bwrap >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium nodejs npm >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium nodejs npm bubblewrap >/dev/null; \
 	fi
 	@test -f $(TEST_TOOLS)/node_modules/axe-core/axe.min.js || \
 	  npm install --silent --no-save --no-audit --no-fund --prefix $(TEST_TOOLS) axe-core@$(AXE_VERSION)
