@@ -219,3 +219,15 @@ def test_viewers_get_403_outsiders_404_and_other_peoples_drafts_404(people, clie
     people["scientist"].memberships.update(role="viewer")
     assert client_as(people["scientist"]).get(step_url(draft, "source")).status_code == 403
     assert not ModelVersion.objects.exists()
+
+
+def test_import_a_new_version_from_a_model_page_starts_from_that_model(scientist, people, project):
+    RegisteredModel.objects.create(project=project, name="Churn", slug="churn", description="Old words.",
+                                   risk_tier="low")
+    assert "new version of Churn" in scientist.get(f"{START}?model=churn").content.decode()
+    scientist.post(f"{START}?model=churn")
+    draft = ImportDraft.objects.get()
+    scientist.post(step_url(draft, "source"))
+    upload_model(scientist, draft)
+    page = scientist.get(step_url(draft, "describe")).content.decode()
+    assert '<option value="churn" selected>' in page and "Old words." in page

@@ -113,14 +113,19 @@ def start(request, slug):
     project = get_object_or_404(Project, slug=slug)
     require(request.user, Action.IMPORT_MODEL, project)
     request.session["current_project"] = project.slug
+    # "Import a new version" on a model's page names the model, so the describe step starts from it.
+    model = RegisteredModel.objects.filter(project=project, slug=request.GET.get("model") or "-").first()
     if request.method == "POST":
-        draft = ImportDraft.objects.create(project=project, created_by=request.user)
+        draft = ImportDraft.objects.create(
+            project=project, created_by=request.user,
+            data={Step.DESCRIBE: DescribeForm.initial_from_model(model)} if model else {})
         return redirect(step_url(draft, Step.SOURCE))
     drafts = ImportDraft.objects.filter(project=project, created_by=request.user).exclude(step=Step.DONE)
     return render(request, "registry/wizard/start.html", {
         "project": project,
         "drafts": [(d, step_url(d, d.step)) for d in drafts],
         "models_url": _url("model-list", project.slug),
+        "model": model,
     })
 
 
