@@ -69,6 +69,7 @@ def test_try_it_through_htmx_returns_the_result_fragment(people, version, client
     assert re.search(r"data-prediction>1<", html) and 'id="contributions"' in html
     errors = client.post(card_url(version, "try/"), {**YOUNG_NEW, "age": "very old"}, HTTP_HX_REQUEST="true")
     assert 'data-field="age"' in errors.content.decode() and "not a whole number" in errors.content.decode()
+    assert 'href="#try-0"' in errors.content.decode(), "each error links to its field"
     without_js = client.post(card_url(version, "try/"), YOUNG_NEW)
     assert without_js.status_code == 200 and "data-try-result" in without_js.content.decode()
 

@@ -73,8 +73,9 @@ def try_it(request, model_slug: str, number: int):
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"inputs": exc.messages}
     except evidence.PredictionFailed as exc:
         error = str(exc)
-    context = {"result": result, "errors": errors, "error": error, "version": version,
-               "field_ids": {c["name"]: f"try-{i}" for i, c in enumerate(names)}}
+    field_ids = {c["name"]: f"try-{i}" for i, c in enumerate(names)}  # the ids _card_try.html gives the inputs
+    context = {"result": result, "error": error, "version": version,
+               "errors": [(name, messages, field_ids.get(name)) for name, messages in errors.items()]}
     status = 200 if result else 400
     if request.htmx:
         # htmx swaps only 2xx answers by default; the fragment carries the error either way.
