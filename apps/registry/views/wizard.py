@@ -277,6 +277,9 @@ def review_step(request, draft: ImportDraft):
         describe, saved_file = draft.data[Step.DESCRIBE], draft.data[Step.FILE]
         try:
             with transaction.atomic():
+                # A double-clicked "Import" must not create two versions: the second waits here, then sees DONE.
+                if ImportDraft.objects.select_for_update().get(pk=draft.pk).step == Step.DONE:
+                    return redirect(step_url(draft, Step.DONE))
                 version = services.start_import(
                     draft.project, actor=request.user, name=describe["name"] or _model_name(draft, describe),
                     stored=storage.StoredFile(name=draft.file_name, size=draft.size_bytes or 0,
