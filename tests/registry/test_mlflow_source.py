@@ -36,12 +36,13 @@ def log_scientist_models(uri: str, artifacts) -> dict:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(uri)
-    if client.get_experiment_by_name("scientists") is None:
-        client.create_experiment("scientists", artifact_location=artifacts.as_uri())
-    mlflow.set_experiment("scientists")
+    experiment = client.get_experiment_by_name("scientists")
+    # Not mlflow.set_experiment: it is process-wide and would follow later tests to other servers.
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        "scientists", artifact_location=artifacts.as_uri())
     runs = {}
     for key, accuracy in (("v1", 0.9), ("v2", 0.93)):
-        with mlflow.start_run(run_name=f"churn {key}") as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"churn {key}") as run:
             mlflow.set_tags({"mlflow.source.git.commit": COMMIT, "team": "risk", "api_token": "s3cr3t",
                              "mlflow.source.git.repoURL": "https://bot:ghp_abc@git.example.org/risk/churn.git"})
             mlflow.log_param("C", "1.0")
@@ -51,7 +52,7 @@ def log_scientist_models(uri: str, artifacts) -> dict:
                                      input_example=frame[FEATURES].head(3))
             runs[key] = run.info.run_id
     client.set_registered_model_alias("churn-model", "champion", "1")
-    with mlflow.start_run(run_name="pickled") as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name="pickled") as run:
         mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
                                  registered_model_name="pickled-model")
         runs["pickled"] = run.info.run_id
