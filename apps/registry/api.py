@@ -73,6 +73,12 @@ class VersionUpdateSerializer(serializers.Serializer):
     metrics = serializers.DictField(required=False)
 
 
+class ReexamineSerializer(serializers.Serializer):
+    training_dataset = serializers.UUIDField(required=False, allow_null=True)
+    target_column = serializers.CharField(required=False, allow_blank=True, max_length=300)
+    input_example = serializers.JSONField(required=False)
+
+
 class ModelSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
@@ -314,6 +320,19 @@ class VersionViewSet(viewsets.GenericViewSet):
                         denied="Only project admins can restore versions.")
         return Response(VersionSerializer(version, context={"request": request}).data)
 
+    @extend_schema(request=ReexamineSerializer, responses={202: dict})
+    def reexamine(self, request, ref=None):
+        """Import a quarantined or failed version again, optionally after linking training data or an example."""
+        body = ReexamineSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        lineage = {k: v for k, v in body.validated_data.items() if v not in (None, "")}
+        version = _call(services.reexamine_version, get_version(request, ref), actor=request.user, lineage=lineage,
+                        denied="Your role in this project cannot import models.")
+        response = job_accepted(version.import_job, request)
+        response.data.update({"id": str(version.uuid),
+                              "url": reverse("api:model-version-detail", args=[version.uuid], request=request)})
+        return response
+
     @extend_schema(request=None, responses={202: dict})
     def trust(self, request, ref=None):
         """A project admin other than the uploader trusts this exact quarantined file (pinned by SHA-256)."""
@@ -338,6 +357,6 @@ urlpatterns = [
          name="model-version-detail"),
     *[
         path(f"model-versions/<uuid:ref>/{verb}/", VersionViewSet.as_view({"post": verb}), name=f"model-version-{verb}")
-        for verb in ("archive", "restore", "trust")
+        for verb in ("archive", "restore", "trust", "reexamine")
     ],
 ]

@@ -561,3 +561,40 @@ def trust_version(version: ModelVersion, *, actor, comment: str = "") -> ModelVe
                      details={"version": version.number, "sha256": version.sha256, "comment": comment[:1000],
                               "safety": version.safety.get("verdict", "")})
     return version
+
+
+def reexamine_version(version: ModelVersion, *, actor, lineage: dict | None = None) -> ModelVersion:
+    """Import a quarantined (untrusted) or failed version again, after linking training data or an example.
+
+    This is how a pickle whose conversion could not be checked (no rows to compare predictions on) becomes
+    ready without anyone trusting it: link the rows, and the sandboxed conversion runs again.
+    """
+    require(actor, Action.IMPORT_MODEL, version)
+    if version.status not in (ModelVersion.Status.QUARANTINED, ModelVersion.Status.FAILED) or version.trusted_sha256:
+        raise ValidationError({"status": [f"{version} is {version.get_status_display().lower()}; only quarantined "
+                                          "(untrusted) or failed imports can be examined again."]})
+    if not version.file_name:
+        raise ValidationError({"status": [f"{version} has no uploaded file to examine again; import it again."]})
+    allowed = {"training_dataset", "target_column", "input_example"}
+    unknown = set(lineage or {}) - allowed
+    if unknown:
+        raise ValidationError({name: ["This field cannot be set here."] for name in sorted(unknown)})
+    cleaned = clean_lineage(version.project, actor, {k: v for k, v in (lineage or {}).items() if v not in (None, "")})
+    with transaction.atomic():
+        fields = {"status": ModelVersion.Status.IMPORTING, "error": "", "safety": {}}
+        if cleaned.get("training_dataset"):
+            fields["training_dataset"] = cleaned["training_dataset"]
+            fields["tags"] = {**version.tags, "target_column": cleaned.get("target_column", "")}
+        if cleaned.get("input_example"):
+            fields["input_example"] = cleaned["input_example"]
+        updated = ModelVersion.objects.filter(
+            pk=version.pk, status=version.status, trusted_sha256=""
+        ).update(**fields)
+        if not updated:
+            raise ValidationError({"status": [f"{version} changed meanwhile; reload the page."]})
+        version.refresh_from_db()
+        version.import_job = _queue_import(version, actor=actor)
+        version.save(update_fields=["import_job"])
+        audit.record("model.reexamine", actor=actor, obj=version,
+                     details={"version": version.number, "linked": sorted(k for k in cleaned if cleaned[k])})
+    return version
