@@ -23,7 +23,6 @@ from django.db import transaction
 
 from apps.accounts.permissions import Action, can, require
 from apps.audit import services as audit
-from apps.core import storage
 from apps.registry import importers, mlflow_store, services
 from apps.registry.formats import ModelFileError
 from apps.registry.models import ModelVersion, RegisteredModel
@@ -231,14 +230,12 @@ def start_mlflow_import(
 def _create_version(model: RegisteredModel, *, actor, canonical: str, description: str = "",
                     lineage: dict | None = None) -> ModelVersion:
     lineage = lineage or {}
-    manifest = _manifest(canonical)
     return services.create_version(
         model,
         actor=actor,
         description=description[:10_000],
         format=ModelVersion.Format.MLFLOW_SERVER,
         source_uri=canonical,
-        file_name=manifest.name,
         training_dataset=lineage.get("training_dataset"),
         code_repository=lineage.get("code_repository", ""),
         code_commit=lineage.get("code_commit", ""),
@@ -248,13 +245,6 @@ def _create_version(model: RegisteredModel, *, actor, canonical: str, descriptio
         input_example=lineage.get("input_example"),
         tags={"target_column": lineage["target_column"]} if lineage.get("target_column") else {},
     )
-
-
-def _manifest(canonical: str) -> storage.StoredFile:
-    # The import job opens `version.file_name` for every format; a server import has no upload, so it gets
-    # this record of what was asked for. (Drop it once the job skips the file for mlflow_server versions.)
-    body = json.dumps({"source_uri": canonical, "tracking_uri": _display_uri(settings.MLFLOW_TRACKING_URI)})
-    return storage.save_stream("models/incoming", [body.encode()], filename="mlflow-source.json")
 
 
 # --- The import job's step ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -370,7 +371,8 @@ def import_version(job_id: str) -> None:
         with tempfile.TemporaryDirectory(prefix="portal-import-") as tmp:
             work = Path(tmp)
             jobs.report_progress(job_id, 5, "Reading the file…")
-            with storage.local_path(version.file_name) as path:
+            source = storage.local_path(version.file_name) if version.file_name else contextlib.nullcontext(None)
+            with source as path:  # None for a version from the MLflow server: it has no uploaded file
                 prepared = _prepare(version, path, work=work, job_id=job_id, trusted=trusted)
                 artifact = None
                 if prepared.directory is not None and (not prepared.quarantined or trusted):
@@ -436,6 +438,9 @@ def _import_succeeded(version: ModelVersion, job_id: str, prepared, artifact, *,
     if artifact is not None:
         fields.update(mlflow_model_uri=artifact.model_uri, mlflow_run_id=artifact.run_id,
                       artifact_sha256=artifact.artifact_sha256)
+    if not version.sha256 and prepared.safety.get("source_sha256"):
+        # A server import has no upload: what trust pins (and approvals bind to) is the digest of what it fetched.
+        fields.update(sha256=prepared.safety["source_sha256"], size_bytes=prepared.safety.get("source_bytes"))
     with transaction.atomic():
         ModelVersion.objects.filter(pk=version.pk).update(**fields)
         version.refresh_from_db()

@@ -15,7 +15,6 @@ import pytest
 from apps.registry import mlflow_store
 from apps.registry.models import ModelVersion
 from tests.registry.conftest import FEATURES, run_import, training_frame
-from tests.registry.test_mlflow_source import urlpatterns  # noqa: F401 - the route order fix, see there
 
 pytestmark = pytest.mark.django_db
 
@@ -105,7 +104,6 @@ def log_like_a_scientist(url: str, model) -> str:
     return run.info.run_id
 
 
-@pytest.mark.urls("tests.registry.test_mlflow_source")
 def test_a_model_logged_with_the_plain_client_imports_through_the_api(
     tracking_server, settings, people, api_as, django_capture_on_commit_callbacks
 ):

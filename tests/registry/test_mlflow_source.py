@@ -5,10 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from django.urls import include, path
 
 from apps.audit.models import AuditEvent
-from apps.registry import api_mlflow, mlflow_source, mlflow_store
+from apps.registry import mlflow_source, mlflow_store
 from apps.registry.models import ModelVersion, RegisteredModel
 from tests.registry.conftest import FEATURES, run_import, training_frame
 
@@ -16,13 +15,6 @@ pytestmark = pytest.mark.django_db
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
-# Until apps/registry/api_urls.py lists api_mlflow's routes before api's, `models/<str:ref>/` shadows
-# `models/import-mlflow/` (POST answers 405). These tests use the site's URLs with that order fixed.
-urlpatterns = [
-    path("api/v1/", include(([*api_mlflow.urlpatterns], "api_mlflow_first"))),
-    path("", include("portal.urls")),
-]
-_bridge = pytest.mark.urls(__name__)
 
 
 def log_scientist_models(uri: str, artifacts) -> dict:
@@ -91,11 +83,10 @@ def test_bad_uris_are_refused_before_anything_is_created(people, api_as, uri, me
     assert message in str(raised.value)
     response = post_import(api_as(people["scientist"]), uri) if uri else None
     if response is not None:
-        assert response.status_code in (400, 405)  # 405 while models/<ref>/ shadows the route (see urlpatterns)
+        assert response.status_code == 400
     assert not RegisteredModel.objects.exists() and not ModelVersion.objects.exists()
 
 
-@_bridge
 def test_uri_that_does_not_exist_on_the_server_is_a_400(people, api_as, server_runs):
     api = api_as(people["scientist"])
     for uri in ("models:/no-such-model/1", "models:/churn-model/99", "models:/churn-model@nobody",
@@ -106,7 +97,6 @@ def test_uri_that_does_not_exist_on_the_server_is_a_400(people, api_as, server_r
     assert not RegisteredModel.objects.exists() and not ModelVersion.objects.exists()
 
 
-@_bridge
 def test_registered_version_by_alias_imports_with_its_runs_lineage(people, api_as, server_runs,
                                                                    django_capture_on_commit_callbacks):
     api = api_as(people["scientist"])
@@ -134,7 +124,6 @@ def test_registered_version_by_alias_imports_with_its_runs_lineage(people, api_a
     assert again.status_code == 400 and "already imported" in again.json()["errors"]["model_uri"][0]
 
 
-@_bridge
 def test_a_runs_uri_imports_under_the_given_name(people, api_as, server_runs, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         response = post_import(api_as(people["scientist"]), f"runs:/{server_runs['v2']}/model", name="Churn (run)",
@@ -147,7 +136,6 @@ def test_a_runs_uri_imports_under_the_given_name(people, api_as, server_runs, dj
     assert version.code_commit == "abcdef1", "what the person typed wins over the run's tag"
 
 
-@_bridge
 def test_a_model_that_needs_pickle_is_quarantined(people, api_as, server_runs, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         response = post_import(api_as(people["scientist"]), "models:/pickled-model/1")
@@ -158,7 +146,6 @@ def test_a_model_that_needs_pickle_is_quarantined(people, api_as, server_runs, d
     assert not version.is_servable
 
 
-@_bridge
 def test_viewer_gets_403_and_outsider_400(people, api_as, server_runs):
     assert post_import(api_as(people["viewer"]), "models:/churn-model/1").status_code == 403
     response = post_import(api_as(people["outsider"]), "models:/churn-model/1")
@@ -242,7 +229,6 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@_bridge
 def test_an_unreachable_server_is_a_clear_error_not_a_500(people, api_as, client_as, settings):
     settings.MLFLOW_TRACKING_URI = f"http://127.0.0.1:{_closed_port()}"
     response = post_import(api_as(people["scientist"]), "models:/churn-model/1")
