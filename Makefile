@@ -38,9 +38,14 @@ demo: $(VENV)/.installed-run
 
 ## test-tools: Debian's chromium for browser tests, bubblewrap for the pickle sandbox, axe-core for accessibility checks
 test-tools:
-	@if ! command -v chromium >/dev/null || ! command -v npm >/dev/null || ! command -v bwrap >/dev/null; then \
+	@# Only what is missing: a machine's own Node.js (e.g. NodeSource's, which bundles npm) must not be replaced.
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium nodejs npm bubblewrap >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@test -f $(TEST_TOOLS)/node_modules/axe-core/axe.min.js || \
 	  npm install --silent --no-save --no-audit --no-fund --prefix $(TEST_TOOLS) axe-core@$(AXE_VERSION)
