@@ -135,3 +135,19 @@ def test_a_failed_import_leaves_earlier_versions_alone(people, api_as, tmp_path,
     good.refresh_from_db()
     assert (good.status, bad.status) == ("ready", "failed")
     assert bad.number == 2 and good.mlflow_model_uri
+
+
+def test_native_formats_without_their_library_say_so(people, api_as, monkeypatch, django_capture_on_commit_callbacks):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_xgboost(name, *args, **kwargs):
+        if name == "xgboost" or name.startswith("xgboost."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_xgboost)
+    version = imported(api_as(people["scientist"]), "booster.json", b'{"learner": {}, "version": [2, 1, 0]}',
+                       django_capture_on_commit_callbacks, format="xgboost")
+    assert version.status == "failed" and "XGBoost is not installed" in version.error
