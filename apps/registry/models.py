@@ -170,7 +170,10 @@ class ModelVersion(models.Model):
 
     @property
     def is_servable(self) -> bool:
-        """Ready, or quarantined but trusted as this exact file by an admin."""
+        """Stored in the MLflow store and either ready, or quarantined but trusted as this exact file by an admin
+        (trust is recorded before the job stores the file: until then there is nothing to run)."""
+        if not self.mlflow_model_uri:
+            return False
         if self.status == self.Status.READY:
             return True
         return (
