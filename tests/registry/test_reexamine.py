@@ -52,3 +52,18 @@ def test_reexamine_needs_the_import_right_and_refuses_other_fields(people, api_a
     assert bad.status_code == 400 and "training_dataset" in bad.json()["errors"]
     version.refresh_from_db()
     assert version.status == "quarantined", "a refused request changes nothing"
+
+
+def test_the_card_offers_to_examine_again_and_does_it(people, api_as, client_as, django_capture_on_commit_callbacks):
+    import json
+
+    version = imported_pickle(api_as(people["scientist"]), django_capture_on_commit_callbacks)
+    card = f"/models/churn/v{version.number}/"
+    assert 'id="reexamine"' in client_as(people["scientist"]).get(card).content.decode()
+    assert 'id="reexamine"' not in client_as(people["viewer"]).get(card).content.decode()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client_as(people["scientist"]).post(f"{card}reexamine/", {"input_example": json.dumps(EXAMPLE)})
+    assert response.status_code == 302
+    version.refresh_from_db()
+    assert version.status == "importing" and version.input_example["columns"] == ["age", "income", "tenure"]
+    assert client_as(people["viewer"]).post(f"{card}reexamine/", {}).status_code == 403

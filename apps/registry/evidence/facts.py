@@ -106,4 +106,8 @@ def card_facts(version: ModelVersion, user) -> dict:
             DatasetVersion.objects.filter(dataset__project=version.project, status=DatasetVersion.Status.READY)
             .select_related("dataset").order_by("dataset__name", "-number")[:200]
         ) if may_edit else [],
+        # An unchecked or failed import can run again once training rows are linked (services.reexamine_version).
+        "may_reexamine": can(user, Action.IMPORT_MODEL, version) and bool(version.file_name)
+        and version.status in (ModelVersion.Status.QUARANTINED, ModelVersion.Status.FAILED)
+        and not version.trusted_sha256,
     }

@@ -141,6 +141,15 @@ def trust(request, model_slug: str, number: int):
 
 @login_required
 @require_POST
+def reexamine(request, model_slug: str, number: int):
+    lineage = {key: request.POST.get(key, "").strip() for key in ("training_dataset", "target_column", "input_example")}
+    return _action(request, model_slug, number,
+                   lambda v: services.reexamine_version(v, actor=request.user, lineage=lineage),
+                   "Examining {version} again with the rows you linked…")
+
+
+@login_required
+@require_POST
 def archive(request, model_slug: str, number: int):
     return _action(request, model_slug, number, lambda v: services.archive_version(v, actor=request.user),
                    "{version} is archived.")
@@ -174,6 +183,7 @@ urlpatterns = [
     path(f"{_V}optimise/", optimise, name="card-optimise"),
     path(f"{_V}register-onnx/", register_onnx, name="card-register-onnx"),
     path(f"{_V}trust/", trust, name="card-trust"),
+    path(f"{_V}reexamine/", reexamine, name="card-reexamine"),
     path(f"{_V}archive/", archive, name="card-archive"),
     path(f"{_V}restore/", restore, name="card-restore"),
     path(f"{_V}card.html", export, name="card-export"),
