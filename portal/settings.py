@@ -347,6 +347,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "apps.core.models.Job.Status",
         "DatasetVersionStatusEnum": "apps.datasets.models.DatasetVersion.Status",
+        "DatasetFormatEnum": "apps.datasets.models.DatasetVersion.Format",
+        "ModelVersionStatusEnum": "apps.registry.models.ModelVersion.Status",
+        "ModelFormatEnum": "apps.registry.models.ModelVersion.Format",
     },
 }
 

@@ -122,9 +122,8 @@ class ImportSerializer(ModelWriteSerializer):
     project = serializers.SlugField()
     name = serializers.CharField(max_length=120)
     file = serializers.FileField()
-    format = serializers.ChoiceField(
-        choices=[c for c in ModelVersion.Format.choices if c[0] != "mlflow_server"], required=False
-    )
+    format = serializers.ChoiceField(choices=ModelVersion.Format.choices, required=False,
+                                     help_text="mlflow_server is for import-mlflow/, not for files")
     version_description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
     training_dataset = serializers.UUIDField(required=False, allow_null=True)
     target_column = serializers.CharField(required=False, allow_blank=True, max_length=300)

@@ -255,7 +255,7 @@ def start_import(
     """
     require(actor, Action.IMPORT_MODEL, project)
     lineage_clean = clean_lineage(project, actor, lineage or {})
-    if fmt and fmt not in ModelVersion.Format.values:
+    if fmt and (fmt not in ModelVersion.Format.values or fmt == ModelVersion.Format.MLFLOW_SERVER):
         raise ValidationError({"format": ["Choose one of: mlflow, skops, onnx, pickle, joblib, xgboost, lightgbm."]})
     if uploaded is not None:
         original_filename = (uploaded.name or "model")[:255]
