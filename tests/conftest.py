@@ -94,6 +94,10 @@ def api_as():
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The MLflow settings this test session started with, before any test changed them.
+_MLFLOW_ENVIRONMENT = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
 def _database_url() -> str:
     """The URL of the database the tests are using right now (pytest-django's test database)."""
     s = connection.settings_dict
@@ -113,6 +117,13 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     if connection.vendor == "sqlite" and ":memory:" in url or "mode=memory" in url:
         pytest.fail("The SQLite test database must be a file so a worker process can share it.")
     env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI to the environment, so tests that pointed MLflow
+    # at a store of their own (or a test server long gone) would hand it on: the worker gets the session's.
+    for name, value in _MLFLOW_ENVIRONMENT.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     log = log_path.open("w")
     worker = subprocess.Popen(

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from django.conf import settings
 
-_configured: tuple[str, str] | None = None
 _configure_lock = threading.Lock()
 
 
@@ -34,17 +33,15 @@ def client():
 
 
 def configure() -> None:
-    """Point MLflow's process-wide URIs at the configured store (pyfunc loading reads them)."""
-    global _configured
-    wanted = (settings.MLFLOW_TRACKING_URI, settings.MLFLOW_TRACKING_URI)
-    if _configured == wanted:
-        return
-    with _configure_lock:
-        import mlflow
+    """Point MLflow's process-wide URIs at the configured store (pyfunc loading reads them).
 
-        mlflow.set_tracking_uri(wanted[0])
-        mlflow.set_registry_uri(wanted[1])
-        _configured = wanted
+    Set every time, not once: anything else in the process (a test, a library) may have moved them since.
+    """
+    import mlflow
+
+    with _configure_lock:
+        mlflow.set_tracking_uri(settings.MLFLOW_TRACKING_URI)
+        mlflow.set_registry_uri(settings.MLFLOW_TRACKING_URI)
 
 
 def _is_local_store(uri: str) -> bool:

@@ -75,7 +75,6 @@ def tracking_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
-        mlflow_store._configured = None
 
 
 def fitted_model():
@@ -100,7 +99,6 @@ def log_like_a_scientist(url: str, model) -> str:
         mlflow.log_metric("accuracy", 0.91)
         mlflow.sklearn.log_model(model, name="model", registered_model_name="churn-model",
                                  input_example=frame[FEATURES].head(5))
-    mlflow_store._configured = None
     return run.info.run_id
 
 

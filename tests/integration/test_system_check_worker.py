@@ -39,7 +39,8 @@ def test_system_check_started_from_the_api_reaches_100_on_a_real_worker(
     assert [c["check"] for c in job.result["checks"]] == ["Database", "Cache", "File storage",
                                                          "MLflow tracking store"]
     assert all(c["ok"] for c in job.result["checks"])
-    assert ("running", 0) in seen or any(status == "running" for status, _ in seen), seen
+    # The worker marked it running before it finished (a warm worker can do both between two polls).
+    assert job.started_at is not None and job.started_at <= job.finished_at, seen
     body = api.get(job_url).json()
     assert (body["status"], body["progress"], body["kind"]) == ("succeeded", 100, "system_check")
 

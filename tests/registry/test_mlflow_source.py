@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.registry import mlflow_source, mlflow_store
+from apps.registry import mlflow_source
 from apps.registry.models import ModelVersion, RegisteredModel
 from tests.registry.conftest import FEATURES, run_import, training_frame
 
@@ -48,7 +48,6 @@ def log_scientist_models(uri: str, artifacts) -> dict:
         mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
                                  registered_model_name="pickled-model")
         runs["pickled"] = run.info.run_id
-    mlflow_store._configured = None  # the portal sets its own URIs again on next use
     return runs
 
 
