@@ -28,6 +28,7 @@ demo: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
 	$(PY) manage.py load_demo_models
+	$(PY) manage.py load_demo_approvals
 	@echo
 	@echo "Portal is starting at http://$(DEMO_ADDR)/  (sign in with a demo login above; Ctrl-C stops everything)"
 	@echo

@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.datasets",
     "apps.registry",
+    "apps.approvals",
 ]
 
 MIDDLEWARE = [
@@ -298,6 +299,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.audit.tasks.verify_audit_chain_task",
         "schedule": 24 * 60 * 60,
     },
+    "expire-approvals-hourly": {
+        "task": "apps.approvals.tasks.expire_approvals_task",
+        "schedule": 60 * 60,
+    },
 }
 # New versions of followed MLflow models (RegisteredModel.follow_mlflow_name); 0 turns the sync off.
 PORTAL_MLFLOW_SYNC_MINUTES = env_int("PORTAL_MLFLOW_SYNC_MINUTES", 15)
@@ -350,6 +355,9 @@ SPECTACULAR_SETTINGS = {
         "DatasetFormatEnum": "apps.datasets.models.DatasetVersion.Format",
         "ModelVersionStatusEnum": "apps.registry.models.ModelVersion.Status",
         "ModelFormatEnum": "apps.registry.models.ModelVersion.Format",
+        "ApprovalStatusEnum": "apps.approvals.models.ApprovalRequest.Status",
+        "DecisionVerdictEnum": "apps.approvals.models.Decision.Verdict",
+        "ValidationVerdictEnum": "apps.registry.models.ModelValidation.Verdict",
     },
 }
 

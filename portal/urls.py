@@ -31,6 +31,7 @@ api_patterns = [
     path("audit/verify/", audit_api.verify, name="audit-verify"),
     path("projects/<slug:project_slug>/members/", members_collection, name="project-member-list"),
     path("", include("apps.registry.api_urls")),
+    path("", include("apps.approvals.api")),
     *router.urls,
 ]
 

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ApprovalsConfig(AppConfig):
+    name = "apps.approvals"
+    label = "approvals"
+    verbose_name = "Approvals"

@@ -1,0 +1,13 @@
+"""Celery tasks of the approvals app: thin wrappers over services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from apps.approvals import services
+
+
+@shared_task(name="apps.approvals.tasks.expire_approvals_task")
+def expire_approvals_task() -> int:
+    """Beat: pending requests past their deadline and approvals past their validity become expired."""
+    return services.expire_due()
