@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts import api as accounts_api
+from apps.approvals.packet import api_urlpatterns as packet_api_patterns
 from apps.audit import api as audit_api
 from apps.core import api as core_api
 from apps.core import views as core_views
@@ -32,6 +33,7 @@ api_patterns = [
     path("projects/<slug:project_slug>/members/", members_collection, name="project-member-list"),
     path("", include("apps.registry.api_urls")),
     path("", include("apps.approvals.api")),
+    *packet_api_patterns,
     *router.urls,
 ]
 
@@ -40,6 +42,7 @@ urlpatterns = [
     path("", include("apps.core.urls")),
     path("", include("apps.datasets.urls")),
     path("", include("apps.registry.urls")),
+    path("", include("apps.approvals.urls")),
     path("audit/", include("apps.audit.urls")),
     path("api/v1/", include((api_patterns, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

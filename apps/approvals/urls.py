@@ -1,0 +1,3 @@
+from apps.approvals import packet, views
+
+urlpatterns = [*views.urlpatterns, *packet.urlpatterns]
