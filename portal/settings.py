@@ -151,6 +151,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.accounts.context_processors.navigation",
+                "apps.accounts.context_processors.notifications",
             ],
         },
     },
@@ -272,6 +273,10 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "portal@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 ADMINS = [("Portal operators", a) for a in env_list("PORTAL_ADMIN_EMAILS", [])]
+# Links in notification e-mails are built on this address (no trailing slash needed).
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
+# Deciders are reminded (daily) of approval requests waiting longer than this.
+PORTAL_APPROVAL_REMINDER_DAYS = env_int("PORTAL_APPROVAL_REMINDER_DAYS", 3)
 
 # --- Celery ----------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -302,6 +307,10 @@ CELERY_BEAT_SCHEDULE = {
     "expire-approvals-hourly": {
         "task": "apps.approvals.tasks.expire_approvals_task",
         "schedule": 60 * 60,
+    },
+    "remind-pending-approvals-daily": {
+        "task": "apps.approvals.tasks.remind_pending_task",
+        "schedule": 24 * 60 * 60,
     },
 }
 # New versions of followed MLflow models (RegisteredModel.follow_mlflow_name); 0 turns the sync off.
