@@ -18,6 +18,7 @@ router.register(r"projects/(?P<project_slug>[a-z0-9-]+)/members", accounts_api.P
                 basename="project-member")
 router.register("tokens", accounts_api.ApiTokenViewSet, basename="token")
 router.register("users", accounts_api.UserViewSet, basename="user")
+router.register("notifications", accounts_api.NotificationViewSet, basename="notification")
 router.register("jobs", core_api.JobViewSet, basename="job")
 router.register("audit/events", audit_api.AuditEventViewSet, basename="audit-event")
 router.register("datasets", datasets_api.DatasetViewSet, basename="dataset")

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
 from apps.accounts import services
-from apps.accounts.models import ApiToken, Membership, Project
+from apps.accounts.models import ApiToken, Membership, Notification, Project
 from apps.accounts.permissions import Action, PortalPermission, require, shares_project_with, token_allows
 from apps.audit.services import request_client_ip
 
@@ -293,3 +293,55 @@ class UserViewSet(viewsets.GenericViewSet):
         services.set_user_active(target, actor=request.user, active=True)
         return Response({"user": target.username, "is_active": True})
 
+
+
+# --- Notifications ----------------------------------------------------------------------------------
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    unread = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Notification
+        fields = ["id", "kind", "title", "body", "url", "project", "created_at", "read_at", "unread"]
+        read_only_fields = fields
+
+    def get_unread(self, notification) -> bool:
+        return notification.read_at is None
+
+
+class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The caller's own notifications, newest first (`?unread=1`: only unread). POST …/read/ and read-all/."""
+
+    serializer_class = NotificationSerializer
+    lookup_field = "uuid"
+    lookup_url_kwarg = "id"
+    lookup_value_regex = r"[0-9a-f-]{36}"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return Notification.objects.none()
+        notifications = Notification.objects.for_user(self.request.user).select_related("project")
+        token = self.request.auth
+        if getattr(token, "project_id", None):  # a project-scoped token reads that project's notifications only
+            notifications = notifications.filter(project_id=token.project_id)
+        if self.action == "list" and self.request.query_params.get("unread") in ("1", "true"):
+            notifications = notifications.unread()
+        return notifications
+
+    @extend_schema(request=None, responses={200: NotificationSerializer})
+    @action(detail=True, methods=["post"])
+    def read(self, request, id=None):
+        notification = self.get_object()
+        services.mark_read(notification, actor=request.user)
+        notification.refresh_from_db()
+        return Response(self.get_serializer(notification).data)
+
+    @extend_schema(request=None, responses={200: inline_serializer("NotificationsRead", {
+        "marked_read": serializers.IntegerField()})})
+    @action(detail=False, methods=["post"], url_path="read-all")
+    def read_all(self, request):
+        marked = services.mark_all_read(actor=request.user, project_id=getattr(request.auth, "project_id", None))
+        return Response({"marked_read": marked})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apps.accounts.models import Membership
+from apps.accounts.models import Membership, Notification
 
 
 def navigation(request) -> dict:
@@ -21,3 +21,11 @@ def navigation(request) -> dict:
         "nav_can_manage": user.is_staff or Membership.Role.ADMIN in roles,
         "nav_admin_projects": [m.project for m in memberships if m.role == Membership.Role.ADMIN],
     }
+
+
+def notifications(request) -> dict:
+    """The unread count for the bell in the header (one query per page)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {"nav_unread_notifications": Notification.objects.for_user(user).unread().count()}

@@ -127,3 +127,42 @@ class ApiToken(models.Model):
         if self.expires_at and self.expires_at <= timezone.now():
             return "expired"
         return "active"
+
+
+class NotificationQuerySet(models.QuerySet):
+    def for_user(self, user) -> NotificationQuerySet:
+        """Notifications are private: everyone, staff included, sees only their own."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(recipient=user)
+
+    def unread(self) -> NotificationQuerySet:
+        return self.filter(read_at__isnull=True)
+
+
+class Notification(models.Model):
+    """A message to one user about something that needs their attention, with a link to the page (see notify())."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # public id (URLs, API)
+    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=64, help_text="What happened, e.g. approval.requested.")
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)  # plain text
+    url = models.CharField(max_length=500, help_text="A path in the portal, e.g. /models/churn/v3/.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NotificationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["recipient", "read_at"], name="notification_unread"),
+                   models.Index(fields=["kind", "url", "created_at"], name="notification_kind_url")]
+
+    def __str__(self) -> str:
+        return f"{self.title} → {self.recipient}"
+
+    @property
+    def is_read(self) -> bool:
+        return self.read_at is not None

@@ -19,6 +19,9 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from apps.accounts.models import ApiToken, Membership, Project, hash_token_key
+from apps.accounts.notifications import mark_all_read as mark_all_read  # re-exported: services.notify(...)
+from apps.accounts.notifications import mark_read as mark_read
+from apps.accounts.notifications import notify as notify
 from apps.accounts.permissions import Action, can, require
 from apps.audit import services as audit
 from apps.audit.services import request_client_ip

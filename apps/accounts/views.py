@@ -16,7 +16,8 @@ from django.views.decorators.http import require_POST
 
 from apps.accounts import services
 from apps.accounts.forms import AddMemberForm, LockoutAuthenticationForm, ProjectForm, RoleForm, TokenForm
-from apps.accounts.models import ApiToken, Membership, Project
+from apps.accounts.models import ApiToken, Membership, Notification, Project
+from apps.accounts.notifications import is_portal_path
 from apps.accounts.permissions import Action, projects_with_action, require, shares_project_with
 from apps.audit.charts import events_per_day_figure
 from apps.audit.models import AuditEvent
@@ -226,3 +227,35 @@ def token_revoke(request, token_id):
         "body": "Any script using it stops working at once. This cannot be undone.",
         "confirm_label": "Revoke token", "danger": True, "cancel_url": reverse("tokens"),
     })
+
+
+# --- Notifications ----------------------------------------------------------------------------------
+
+
+@login_required
+def notification_list(request):
+    unread_only = request.GET.get("unread") == "1"
+    notifications = Notification.objects.for_user(request.user).select_related("project")
+    if unread_only:
+        notifications = notifications.unread()
+    page = Paginator(notifications, 25).get_page(request.GET.get("page"))
+    return render(request, "accounts/notifications.html", {"page": page, "unread_only": unread_only})
+
+
+@login_required
+@require_POST
+def notification_read_all(request):
+    count = services.mark_all_read(actor=request.user)
+    messages.success(request, f"{count} notification{'' if count == 1 else 's'} marked read.")
+    return redirect("notification-list")
+
+
+@login_required
+def notification_open(request, notification_id):
+    """Mark the notification read and go where it points (only to a path on this site)."""
+    notification = get_object_or_404(Notification.objects.for_user(request.user), uuid=notification_id)
+    services.mark_read(notification, actor=request.user)
+    if not is_portal_path(notification.url):
+        messages.error(request, "This notification's link does not lead to a page of the portal, so it was not opened.")
+        return redirect("notification-list")
+    return redirect(notification.url)
