@@ -151,6 +151,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.accounts.context_processors.navigation",
+                "apps.approvals.context_processors.approvals",
                 "apps.accounts.context_processors.notifications",
             ],
         },
