@@ -27,6 +27,7 @@ from datetime import datetime
 
 from django.utils import dateformat, timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 GENERIC_TEMPLATE = "approvals/packet_section.html"
 
@@ -68,30 +69,24 @@ def registered_sections() -> list[Section]:
     return sorted(_SECTIONS.values(), key=lambda s: (s.order, s.key))
 
 
-@dataclass(frozen=True)
-class When:
-    """A moment written twice: in words for a reader ("Tuesday 3 March 2026, 14:05 UTC") and in ISO 8601."""
+class When(SafeString):
+    """A moment written twice: in words for a reader ("Tuesday 3 March 2026, 14:05 UTC") and in ISO 8601.
 
-    moment: datetime
+    It is the HTML itself (a safe string), so `{{ value }}` renders it in any section template; `.text` is
+    the same in plain text, `.plain`, `.iso` and `.moment` the parts.
+    """
+
+    def __new__(cls, moment: datetime):
+        local = timezone.localtime(moment) if timezone.is_aware(moment) else moment
+        plain, iso = dateformat.format(local, "l j F Y, H:i T"), local.isoformat(timespec="seconds")
+        self = super().__new__(cls, format_html('<time datetime="{}">{}</time> <span class="iso">({})</span>',
+                                                iso, plain, iso))
+        self.moment, self.plain, self.iso = moment, plain, iso
+        return self
 
     @property
-    def local(self) -> datetime:
-        return timezone.localtime(self.moment) if timezone.is_aware(self.moment) else self.moment
-
-    @property
-    def plain(self) -> str:
-        return dateformat.format(self.local, "l j F Y, H:i T")
-
-    @property
-    def iso(self) -> str:
-        return self.local.isoformat(timespec="seconds")
-
-    def __str__(self) -> str:
+    def text(self) -> str:
         return f"{self.plain} ({self.iso})"
-
-    def __html__(self) -> str:
-        return format_html('<time datetime="{}">{}</time> <span class="iso">({})</span>', self.iso, self.plain,
-                           self.iso)
 
 
 def when(moment: datetime | None) -> When | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from django.db.models import Q
+from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from apps.accounts.permissions import Action, can
@@ -88,7 +89,7 @@ def card_section(version: ModelVersion, user) -> dict:
             ("Risk tier", model.get_risk_tier_display()),
             ("Owner", _people(model.owner) if model.owner_id else "No owner named."),
             ("Status", version.get_status_display()),
-            ("Imported", f"{when(version.created_at)} by {_people(version.created_by)}"),
+            ("Imported", format_html("{} by {}", when(version.created_at), _people(version.created_by))),
         ],
         "signature_inputs": (version.signature or {}).get("inputs", []),
         "signature_outputs": (version.signature or {}).get("outputs", []),
