@@ -232,3 +232,8 @@ def test_build_packet_refuses_outsiders(people, version):
     with pytest.raises(Http404):
         packet.build_packet(version, user=people["outsider"])
     assert not AuditEvent.objects.filter(action="audit.packet_export").exists()
+
+
+def test_the_model_card_links_to_the_packet(people, version, client_as):
+    html = client_as(people["viewer"]).get(f"/models/{version.model.slug}/v{version.number}/").content.decode()
+    assert f'href="{page_url(version)}" download>Audit packet</a>' in html
