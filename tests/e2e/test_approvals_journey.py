@@ -97,3 +97,21 @@ def test_request_and_two_approvals_journey(portal, people, project):
     expect(page.locator("#approvals-table [data-status=approved]")).to_have_text("Approved")
     portal.click_to_page(page.get_by_role("link", name="Churn v1"))
     expect(page.locator("#decisions li")).to_have_count(2)
+    _sign_out(portal, "scientist")
+
+
+def test_admin_edits_an_environment_policy(portal, people, project):
+    page = portal.page
+    services.create_environment(project, actor=people["admin"], name="staging", required_approvals=1)
+    portal.log_in("admin")
+    portal.visit("/projects/alpha/environments/")
+    portal.click_to_page(page.get_by_role("link", name="Edit staging"))
+    field(page, "Approvals needed").fill("2")
+    page.get_by_label("Approvers re-enter their password to decide").check()
+    field(page, "Risk questionnaire").fill("What is it for?\nyes/no: Fairness checked?")
+    portal.click_to_page(page.get_by_role("button", name="Save the policy"))
+    expect(page.locator("#env-staging")).to_contain_text("2 approvals")
+    expect(page.locator("#env-staging")).to_contain_text("approvers sign off with their password")
+    portal.click_to_page(page.get_by_role("link", name="New environment"))
+    portal.click_to_page(page.get_by_role("button", name="Create the environment"))  # no name: an error
+    expect(page.locator("#id_name_error")).to_be_visible()
