@@ -16,6 +16,7 @@ from django.utils.text import slugify
 
 from apps.accounts.models import Membership, Project
 from apps.accounts.permissions import Action, can, require, role_in
+from apps.approvals import notifications
 from apps.approvals.models import ApprovalRequest, Decision, Environment, signature_digest
 from apps.approvals.signals import approval_granted
 from apps.audit import services as audit
@@ -212,6 +213,7 @@ def request_approval(version: ModelVersion, environment: Environment, *, actor, 
                          details={"version": str(version), "environment": environment.slug,
                                   "required_approvals": request.required_approvals,
                                   "sha256": version.sha256, "artifact_sha256": version.artifact_sha256})
+            notifications.request_opened(request)
     except IntegrityError:
         raise ValidationError({"model_version": [
             f"{version} already has a request waiting for {environment.name}; withdraw it or wait for it."]}) from None
@@ -329,6 +331,7 @@ def decide(request: ApprovalRequest, *, actor, verdict: str, comment: str = "", 
         raise ValidationError({"status": ["The model version changed after the request was made, so the request "
                                           "is void. Ask for approval of the version as it is now."]})
     request.refresh_from_db()
+    notifications.decision_made(decision)
     return decision
 
 
@@ -343,6 +346,7 @@ def _close(request: ApprovalRequest, status: str, reason: str, *, expires_at=Non
             setattr(request, key, value)
         audit.record(f"approval.{status}", actor=None, actor_label="approval policy", obj=request,
                      details={"reason": reason[:500]})
+        notifications.request_closed(request)
 
 
 def expire_due(now=None) -> int:
@@ -360,6 +364,8 @@ def expire_due(now=None) -> int:
                         else "The approval reached the end of its validity: ask for re-approval.")):
                 audit.record("approval.expired", actor=None, actor_label="approval policy", obj=request,
                              details={"was": was})
+                request.status = ApprovalRequest.Status.EXPIRED
+                notifications.request_closed(request)
                 count += 1
     return count
 

@@ -154,7 +154,6 @@ def test_messages_link_to_the_model_card_while_there_is_no_request_page(people, 
     assert notifications.request_path(request) == f"/models/churn/v1/#approval-{request.uuid}"
 
 
-@pytest.mark.xfail(strict=False, reason="services hook pending")
 def test_the_services_send_the_notifications_themselves(people, owner, version, staging, production):
     request = open_request(people, version, staging)
     assert sorted(told("approval.requested")) == ["admin", "approver"]
