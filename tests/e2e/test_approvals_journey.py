@@ -97,6 +97,14 @@ def test_request_and_two_approvals_journey(portal, people, project):
     expect(page.locator("#approvals-table [data-status=approved]")).to_have_text("Approved")
     portal.click_to_page(page.get_by_role("link", name="Churn v1"))
     expect(page.locator("#decisions li")).to_have_count(2)
+
+    # The audit packet an auditor would read lists both decisions, their comments and the intact chain.
+    portal.visit("/models/churn/v1/audit-packet/?inline=1")
+    packet = page.locator("body")
+    for name, comment in (("approver", "Evidence is sufficient"), ("approver2", "Fallback plan is clear")):
+        expect(packet).to_contain_text(name)
+        expect(packet).to_contain_text(comment)
+    portal.visit("/")  # the packet is a standalone document: back to a page with the header
     _sign_out(portal, "scientist")
 
 
