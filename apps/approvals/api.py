@@ -204,8 +204,7 @@ class ApprovalViewSet(viewsets.GenericViewSet):
                 raise exceptions.ValidationError({"status": [f"Choose one of {choices}."]})
             requests = requests.filter(status=params["status"])
         if params.get("waiting_for_me") in ("1", "true", "yes"):
-            pending = requests.filter(status=ApprovalRequest.Status.PENDING)
-            requests = requests.filter(pk__in=[r.pk for r in pending if services.may_decide(request.user, r)[0]])
+            requests = requests.filter(pk__in=[r.pk for r in services.waiting_for(request.user)])
         page = self.paginate_queryset(requests.order_by("-created_at"))
         return self.get_paginated_response(ApprovalSerializer(page, many=True, context={"request": request}).data)
 

@@ -7,6 +7,6 @@ def approvals(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    from apps.approvals.views import waiting_for  # views import forms and models: only once a user is known
+    from apps.approvals.services import waiting_for  # imported late: settings load this module early
 
     return {"nav_approvals_waiting": len(waiting_for(user))}

@@ -277,6 +277,26 @@ def may_decide(user, request: ApprovalRequest) -> tuple[bool, str]:
     return True, ""
 
 
+def waiting_for(user) -> list[ApprovalRequest]:
+    """Pending requests `user` may decide now, in two queries (the header badge asks on every page).
+
+    The same rules as may_decide: a deciding role the environment allows, not the requester, not the
+    version's creator, not decided yet.
+    """
+    from apps.accounts.permissions import projects_with_action
+
+    if not user.is_authenticated:
+        return []
+    candidates = (
+        ApprovalRequest.objects.select_related("environment__project", "model_version__model",
+                                               "model_version__created_by", "requested_by")
+        .filter(status=ApprovalRequest.Status.PENDING,
+                environment__project__in=projects_with_action(user, Action.DECIDE_APPROVAL))
+        .exclude(requested_by=user).exclude(model_version__created_by=user).exclude(decisions__approver=user)
+    )
+    return [r for r in candidates if role_in(user, r.environment.project) in r.environment.deciding_roles()]
+
+
 def decide(request: ApprovalRequest, *, actor, verdict: str, comment: str = "", password: str | None = None
            ) -> Decision:
     require(actor, Action.VIEW_PROJECT, request)

@@ -28,15 +28,7 @@ def _requests():
         "environment__project", "model_version__model", "model_version__created_by", "requested_by")
 
 
-def waiting_for(user) -> list[ApprovalRequest]:
-    """Pending requests this user may decide now; the database narrows, services.may_decide has the last word."""
-    if not user.is_authenticated:
-        return []
-    candidates = (_requests().filter(status=ApprovalRequest.Status.PENDING,
-                                     environment__project__in=projects_with_action(user, Action.DECIDE_APPROVAL))
-                  .exclude(requested_by=user).exclude(model_version__created_by=user)
-                  .exclude(decisions__approver=user))
-    return [r for r in candidates if services.may_decide(user, r)[0]]
+waiting_for = services.waiting_for  # the queue's "Waiting for me" tab and the header badge ask the same rule
 
 
 @login_required

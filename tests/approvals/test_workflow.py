@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 
 import pytest
 from django.db import connection
@@ -230,3 +231,16 @@ def test_two_racing_final_approvals_cannot_both_finalise(people, approver2, vers
     assert sorted(outcomes) == ["ValidationError", "decided"], outcomes
     assert Decision.objects.filter(request=request).count() == 1
     assert AuditEvent.objects.filter(action="approval.approved").count() == 1
+
+
+def test_waiting_for_me_costs_the_same_few_queries_however_many_requests_wait(people, version, staging,
+                                                                             django_assert_max_num_queries):
+    for number in range(2, 8):
+        other = ModelVersion.objects.get(pk=version.pk)
+        other.pk, other.uuid, other.number = None, uuid.uuid4(), number
+        other.save()
+        services.request_approval(other, staging, actor=people["scientist"], justification="go", answers=ANSWERS)
+    approver = type(people["approver"]).objects.get(pk=people["approver"].pk)  # no cached roles
+    with django_assert_max_num_queries(4):
+        waiting = services.waiting_for(approver)
+    assert len(waiting) == 6
