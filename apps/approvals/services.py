@@ -400,3 +400,11 @@ def is_approved_for(version: ModelVersion, environment: Environment) -> bool:
     if not environment.gated:
         return True
     return any(r.environment_id == environment.pk for r in current_approvals(version))
+
+
+def record_packet_export(version: ModelVersion, *, actor, sections: list[str], via: str = "") -> None:
+    """Audit an audit-packet export (after the document is built: the chain is not held locked meanwhile)."""
+    with transaction.atomic():
+        audit.record("audit.packet_export", actor=actor, obj=version,
+                     details={"version": version.number, "model": version.model.slug, "format": "html",
+                              "sections": sections, **({"via": via} if via else {})})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -30,8 +29,7 @@ from apps.approvals.packet.registry import (
     unregister_section,
     when,
 )
-from apps.approvals.packet.sections import register_builtin_sections
-from apps.audit import services as audit
+from apps.approvals.services import record_packet_export
 from apps.registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -41,9 +39,6 @@ __all__ = [
     "ORDER_VALIDATION", "Section", "When", "api_urlpatterns", "build_packet", "register_section",
     "registered_sections", "unregister_section", "urlpatterns", "when",
 ]
-
-register_builtin_sections()
-
 
 def _built_sections(version: ModelVersion, user) -> list[dict]:
     built = []
@@ -78,10 +73,7 @@ def build_packet(version: ModelVersion, *, user, via: str = "") -> str:
         "version": version, "model": version.model, "project": version.model.project, "sections": sections,
         "exported_by": user.get_username(), "exported_at": when(exported_at),
     })
-    with transaction.atomic():
-        audit.record("audit.packet_export", actor=user, obj=version,
-                     details={"version": version.number, "model": version.model.slug, "format": "html",
-                              "sections": [s["key"] for s in sections], **({"via": via} if via else {})})
+    record_packet_export(version, actor=user, sections=[s["key"] for s in sections], via=via)
     return html
 
 
