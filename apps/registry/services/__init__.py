@@ -5,9 +5,11 @@ the import job), `versions` (what happens to a version after it is imported).
 """
 
 from apps.registry.services.imports import (
+    checked_format,
     create_version,
     import_version,
     start_import,
+    store_upload,
     training_sample,
 )
 from apps.registry.services.metadata import (
@@ -31,6 +33,7 @@ __all__ = [
     "MODEL_FIELDS",
     "VERSION_FIELDS",
     "archive_version",
+    "checked_format",
     "clean_lineage",
     "clean_model_fields",
     "create_model",
@@ -40,6 +43,7 @@ __all__ = [
     "reexamine_version",
     "restore_version",
     "start_import",
+    "store_upload",
     "training_sample",
     "trust_version",
     "update_model",

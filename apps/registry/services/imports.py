@@ -51,23 +51,11 @@ def start_import(
         raise ValidationError({"format": ["Choose one of: mlflow, skops, onnx, pickle, joblib, xgboost, lightgbm."]})
     if uploaded is not None:
         original_filename = (uploaded.name or "model")[:255]
-        try:
-            uploaded.seek(0)
-            stored = storage.save_stream(
-                "models/incoming", uploaded.chunks(1 << 20), filename=original_filename,
-                max_bytes=settings.PORTAL_MAX_UPLOAD_BYTES,
-            )
-        except storage.FileTooLarge as exc:
-            raise ValidationError({"file": [str(exc)]}) from None
-    if stored is None:
+        stored, actual = store_upload(uploaded, claimed=fmt)
+    elif stored is not None:
+        actual = checked_format(stored, original_filename, fmt)
+    else:
         raise ValidationError({"file": ["Choose a model file to upload."]})
-    try:
-        with storage.local_path(stored.name) as path:
-            actual = sniff(path, original_filename)
-            check_claim(actual, fmt, original_filename)
-    except ModelFileError as exc:
-        storage.delete(stored.name)
-        raise ValidationError({"file": [str(exc)]}) from None
     existing = RegisteredModel.objects.filter(project=project, name=(name or "").strip()).first()
     if existing is None:
         model = create_model(project, actor=actor, name=name, **(model_fields or {}))
@@ -91,6 +79,30 @@ def start_import(
         input_example=lineage_clean.get("input_example"),
         tags={"target_column": lineage_clean["target_column"]} if lineage_clean.get("target_column") else {},
     )
+
+
+def store_upload(uploaded, *, claimed: str | None = None) -> tuple[storage.StoredFile, str]:
+    """Store an uploaded model file (not yet a version) and tell its format by content; a refused file is not kept."""
+    filename = (uploaded.name or "model")[:255]
+    try:
+        uploaded.seek(0)
+        stored = storage.save_stream("models/incoming", uploaded.chunks(1 << 20), filename=filename,
+                                     max_bytes=settings.PORTAL_MAX_UPLOAD_BYTES)
+    except storage.FileTooLarge as exc:
+        raise ValidationError({"file": [str(exc)]}) from None
+    return stored, checked_format(stored, filename, claimed)
+
+
+def checked_format(stored: storage.StoredFile, filename: str, claimed: str | None) -> str:
+    """The stored file's format by content, which must match the claimed one; else it is deleted and refused."""
+    try:
+        with storage.local_path(stored.name) as path:
+            actual = sniff(path, filename)
+        check_claim(actual, claimed, filename)
+    except ModelFileError as exc:
+        storage.delete(stored.name)
+        raise ValidationError({"file": [str(exc)]}) from None
+    return actual
 
 
 def create_version(model: RegisteredModel, *, actor, description: str = "", **fields) -> ModelVersion:

@@ -6,7 +6,6 @@ Each step saves into an `ImportDraft` so a person can leave and resume; the last
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -18,9 +17,10 @@ from django.views.decorators.http import require_POST
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, require
 from apps.core import storage
+from apps.core.views import redirect_after_post
 from apps.datasets.services import upload_too_large
 from apps.registry import services
-from apps.registry.formats import FORMAT_NAMES, ModelFileError, check_claim, sniff
+from apps.registry.formats import FORMAT_NAMES, ModelFileError, check_claim
 from apps.registry.forms import DescribeForm, FileForm, LineageForm
 from apps.registry.models import ImportDraft, ModelVersion, RegisteredModel
 
@@ -73,12 +73,6 @@ def _advance(draft: ImportDraft, step: str, data: dict | None, *, valid: bool = 
     return nxt
 
 
-def _htmx_redirect(request, url: str):
-    if request.htmx:
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
-    return redirect(url)
 
 
 def _context(request, draft: ImportDraft, step: str, **extra) -> dict:
@@ -175,7 +169,7 @@ def file_step(request, draft: ImportDraft):
             return HttpResponse(too_large, status=413, content_type="text/plain; charset=utf-8")
         form = FileForm(request.POST, request.FILES, has_file=bool(draft.file_name))
         if form.is_valid() and _keep_file(draft, form):
-            return _htmx_redirect(request, _next_url(request, draft, _advance(draft, Step.FILE, None)))
+            return redirect_after_post(request, _next_url(request, draft, _advance(draft, Step.FILE, None)))
     template = "registry/wizard/_file_form.html" if request.htmx else "registry/wizard/file.html"
     return render(request, template, _context(
         request, draft, Step.FILE, form=form, format_name=FORMAT_NAMES.get(saved.get("detected", ""), ""),
@@ -197,18 +191,9 @@ def _keep_file(draft: ImportDraft, form: FileForm) -> bool:
         return True
     filename = (uploaded.name or "model")[:255]
     try:
-        stored = storage.save_stream("models/incoming", uploaded.chunks(1 << 20), filename=filename,
-                                     max_bytes=settings.PORTAL_MAX_UPLOAD_BYTES)
-    except storage.FileTooLarge as exc:
-        form.add_error("file", str(exc))
-        return False
-    try:
-        with storage.local_path(stored.name) as local:
-            detected = sniff(local, filename)
-        check_claim(detected, claimed, filename)
-    except ModelFileError as exc:
-        storage.delete(stored.name)
-        form.add_error("file", str(exc))
+        stored, detected = services.store_upload(uploaded, claimed=claimed)
+    except ValidationError as exc:
+        form.add_error("file", " ".join(exc.messages))
         return False
     old = draft.file_name
     draft.file_name, draft.original_filename = stored.name, filename
