@@ -5,12 +5,21 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.core import services
 from apps.core.models import Job
+
+
+def redirect_after_post(request, url: str) -> HttpResponse:
+    """Where a form post goes next: htmx follows HX-Redirect with a full page load; plain posts get a 302."""
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
 
 
 @login_required

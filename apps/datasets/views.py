@@ -13,20 +13,12 @@ from django.views.decorators.http import require_POST
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, can, require
 from apps.core import storage
+from apps.core.views import redirect_after_post
 from apps.datasets import charts, grid, services
 from apps.datasets.forms import UploadForm
 from apps.datasets.grid import GridQueryError, read_page
 from apps.datasets.models import Dataset, DatasetVersion, redact_profile
 from apps.datasets.pii import KIND_LABELS
-
-
-def _respond_redirect(request, url: str):
-    # htmx uploads follow the redirect with a full page load; plain form posts get a normal redirect.
-    if request.htmx:
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
-    return redirect(url)
 
 
 def _upload(request, project: Project, form: UploadForm, dataset: Dataset | None):
@@ -45,7 +37,7 @@ def _upload(request, project: Project, form: UploadForm, dataset: Dataset | None
         messages.info(
             request, f"This file is identical to {dataset.name} v{version.number}; no new version was created."
         )
-    return _respond_redirect(request, _version_url(version))
+    return redirect_after_post(request, _version_url(version))
 
 
 def _version_url(version: DatasetVersion) -> str:

@@ -7,22 +7,13 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.urls import NoReverseMatch, path, reverse
 
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, require
+from apps.core.views import redirect_after_post
 from apps.registry import mlflow_source
-
-
-def _respond_redirect(request, url: str):
-    # htmx posts follow with a full page load; plain form posts get a normal redirect.
-    if request.htmx:
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
-    return redirect(url)
 
 
 def _version_url(version) -> str:
@@ -46,8 +37,8 @@ def _import(request, project: Project):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Importing {uri} as {version}. The import runs in the background.")
-        return _respond_redirect(request, _version_url(version))
-    return _respond_redirect(request, request.get_full_path())
+        return redirect_after_post(request, _version_url(version))
+    return redirect_after_post(request, request.get_full_path())
 
 
 @login_required
