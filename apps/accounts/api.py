@@ -15,7 +15,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from apps.accounts import services
 from apps.accounts.models import ApiToken, Membership, Notification, Project
-from apps.accounts.permissions import Action, PortalPermission, require, shares_project_with, token_allows
+from apps.accounts.permissions import Action, PortalPermission, can, require, shares_project_with, token_allows
 from apps.audit.services import request_client_ip
 
 User = get_user_model()
@@ -24,6 +24,26 @@ User = get_user_model()
 def service_errors(exc: DjangoValidationError) -> exceptions.ValidationError:
     return exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {
         "non_field_errors": exc.messages})
+
+
+def call_service(service, *args, denied: str, **kwargs):
+    """Run a service for an API view: its PermissionDenied is a 403 (with its own reason, else `denied`) and
+    its ValidationError a 400 naming the fields."""
+    try:
+        return service(*args, **kwargs)
+    except DjangoPermissionDenied as exc:
+        raise exceptions.PermissionDenied(str(exc) or denied) from None
+    except DjangoValidationError as exc:
+        raise service_errors(exc) from None
+
+
+def project_for(request, slug: str, field: str = "project") -> Project:
+    """The project named in a request body, if the caller (and their token) may see it; else a 400 on `field`."""
+    project = Project.objects.filter(slug=slug or "").first()
+    if project is None or not token_allows(request.auth, project) or not can(request.user, Action.VIEW_PROJECT,
+                                                                             project):
+        raise exceptions.ValidationError({field: ["No such project, or you are not a member of it."]})
+    return project
 
 
 # --- Token login ------------------------------------------------------------------------------------

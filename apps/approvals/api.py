@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import uuid as uuid_lib
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,21 +12,10 @@ from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from apps.accounts.api import service_errors
-from apps.accounts.models import Project
-from apps.accounts.permissions import Action, can, token_allows
+from apps.accounts.api import call_service, project_for
 from apps.approvals import services
 from apps.approvals.models import ApprovalRequest, Decision, Environment
 from apps.registry.models import ModelValidation, ModelVersion
-
-
-def _call(service, *args, denied: str, **kwargs):
-    try:
-        return service(*args, **kwargs)
-    except DjangoPermissionDenied as exc:
-        raise exceptions.PermissionDenied(str(exc) or denied) from None
-    except DjangoValidationError as exc:
-        raise service_errors(exc) from None
 
 
 def _scoped(request, queryset, project_path: str):
@@ -152,12 +139,9 @@ class EnvironmentViewSet(viewsets.GenericViewSet):
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         slug, name = data.pop("project", None), data.pop("name", None)
-        project = Project.objects.filter(slug=slug or "").first()
-        if project is None or not token_allows(request.auth, project) or not can(request.user, Action.VIEW_PROJECT,
-                                                                                 project):
-            raise exceptions.ValidationError({"project": ["No such project, or you are not a member of it."]})
-        environment = _call(services.create_environment, project, actor=request.user, name=name or "", **data,
-                            denied="Only project admins manage environments.")
+        project = project_for(request, slug)
+        environment = call_service(services.create_environment, project, actor=request.user, name=name or "", **data,
+                                   denied="Only project admins manage environments.")
         return Response(EnvironmentSerializer(environment).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=EnvironmentWriteSerializer, responses={200: EnvironmentSerializer})
@@ -169,8 +153,8 @@ class EnvironmentViewSet(viewsets.GenericViewSet):
         for read_only in ("project", "name"):
             if read_only in data:
                 raise exceptions.ValidationError({read_only: ["This field cannot be changed."]})
-        environment = _call(services.update_environment, environment, actor=request.user, **data,
-                            denied="Only project admins manage environments.")
+        environment = call_service(services.update_environment, environment, actor=request.user, **data,
+                                   denied="Only project admins manage environments.")
         return Response(EnvironmentSerializer(environment).data)
 
 
@@ -234,9 +218,9 @@ class ApprovalViewSet(viewsets.GenericViewSet):
             validation = ModelValidation.objects.filter(uuid=data["validation"], model_version=version).first()
             if validation is None:
                 raise exceptions.ValidationError({"validation": ["No such validation of this model version."]})
-        approval = _call(services.request_approval, version, environment, actor=request.user,
-                         justification=data["justification"], answers=data.get("answers") or {},
-                         validation=validation, denied="Your role in this project cannot request approvals.")
+        approval = call_service(services.request_approval, version, environment, actor=request.user,
+                                justification=data["justification"], answers=data.get("answers") or {},
+                                validation=validation, denied="Your role in this project cannot request approvals.")
         return Response(ApprovalSerializer(approval, context={"request": request}).data,
                         status=status.HTTP_201_CREATED)
 
@@ -247,16 +231,17 @@ class ApprovalViewSet(viewsets.GenericViewSet):
         body = DecisionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        _call(services.decide, approval, actor=request.user, verdict=data["verdict"], comment=data.get("comment", ""),
-              password=data.get("password"), denied="You may not decide on this request.")
+        call_service(services.decide, approval, actor=request.user, verdict=data["verdict"],
+                     comment=data.get("comment", ""), password=data.get("password"),
+                     denied="You may not decide on this request.")
         return Response(ApprovalSerializer(self._get(ref), context={"request": request}).data,
                         status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: ApprovalSerializer})
     def withdraw(self, request, ref=None):
         reason = str(request.data.get("reason", ""))[:1000] if hasattr(request.data, "get") else ""
-        approval = _call(services.withdraw, self._get(ref), actor=request.user, reason=reason,
-                         denied="Only the requester or a project admin can withdraw a request.")
+        approval = call_service(services.withdraw, self._get(ref), actor=request.user, reason=reason,
+                                denied="Only the requester or a project admin can withdraw a request.")
         return Response(ApprovalSerializer(approval, context={"request": request}).data)
 
 

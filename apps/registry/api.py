@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import uuid as uuid_lib
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.urls import path
@@ -15,9 +13,7 @@ from rest_framework import exceptions, parsers, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from apps.accounts.api import service_errors
-from apps.accounts.models import Project
-from apps.accounts.permissions import Action, can, token_allows
+from apps.accounts.api import call_service, project_for
 from apps.core.api import job_accepted
 from apps.datasets.services import upload_too_large
 from apps.registry import compare, services
@@ -140,25 +136,6 @@ LINEAGE_FIELD_NAMES = ("training_dataset", "target_column", "code_repository", "
                        "requirements", "input_example")
 
 
-def project_for(request, slug: str, field: str = "project") -> Project:
-    """The project named in a request body, if the caller (and their token) may see it; else a 400 on `field`."""
-    project = Project.objects.filter(slug=slug).first()
-    if project is None or not token_allows(request.auth, project) or not can(request.user, Action.VIEW_PROJECT,
-                                                                             project):
-        raise exceptions.ValidationError({field: ["No such project, or you are not a member of it."]})
-    return project
-
-
-def _call(service, *args, denied: str, **kwargs):
-    """Run a service, turning its permission and validation errors into the API's 403 and 400 bodies."""
-    try:
-        return service(*args, **kwargs)
-    except DjangoPermissionDenied:
-        raise exceptions.PermissionDenied(denied) from None
-    except DjangoValidationError as exc:
-        raise service_errors(exc) from None
-
-
 def visible_models(request):
     models = RegisteredModel.objects.visible_to(request.user).select_related("project", "owner", "created_by")
     scoped = getattr(request.auth, "project_id", None)
@@ -208,8 +185,8 @@ class ModelViewSet(viewsets.GenericViewSet):
         if not data.get("name"):
             raise exceptions.ValidationError({"name": ["Give the model a name."]})
         project = project_for(request, data.pop("project"))
-        model = _call(services.create_model, project, actor=request.user, name=data.pop("name"),
-                      denied="Your role in this project cannot register models.", **data)
+        model = call_service(services.create_model, project, actor=request.user, name=data.pop("name"),
+                             denied="Your role in this project cannot register models.", **data)
         return Response(ModelSerializer(model, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, ref=None):
@@ -224,7 +201,8 @@ class ModelViewSet(viewsets.GenericViewSet):
         for read_only in ("project", "name"):
             if read_only in data:
                 raise exceptions.ValidationError({read_only: ["This field cannot be changed."]})
-        model = _call(services.update_model, model, actor=request.user, denied="Your role cannot edit models.", **data)
+        model = call_service(services.update_model, model, actor=request.user,
+                             denied="Your role cannot edit models.", **data)
         return Response(ModelSerializer(model, context={"request": request}).data)
 
     @extend_schema(responses={200: VersionSerializer(many=True)})
@@ -245,8 +223,8 @@ class ModelViewSet(viewsets.GenericViewSet):
         """Side by side: metrics, params, signature and lineage differences of two or more versions."""
         model = get_model(request, ref)
         numbers = compare.parse_numbers(request.query_params.get("versions", ""))
-        return Response(_call(compare.compare_versions, model, numbers, user=request.user,
-                              denied="You may not compare these versions."))
+        return Response(call_service(compare.compare_versions, model, numbers, user=request.user,
+                                     denied="You may not compare these versions."))
 
 
 class ImportViewSet(viewsets.GenericViewSet):
@@ -263,7 +241,7 @@ class ImportViewSet(viewsets.GenericViewSet):
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         project = project_for(request, data["project"])
-        version = _call(
+        version = call_service(
             services.start_import,
             project,
             actor=request.user,
@@ -303,20 +281,20 @@ class VersionViewSet(viewsets.GenericViewSet):
             raise exceptions.ValidationError({name: ["This field is read-only."] for name in read_only})
         body = VersionUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
-        version = _call(services.update_version, version, actor=request.user,
-                        denied="Your role cannot edit model versions.", **body.validated_data)
+        version = call_service(services.update_version, version, actor=request.user,
+                               denied="Your role cannot edit model versions.", **body.validated_data)
         return Response(VersionSerializer(version, context={"request": request}).data)
 
     @extend_schema(request=None, responses={200: VersionSerializer})
     def archive(self, request, ref=None):
-        version = _call(services.archive_version, get_version(request, ref), actor=request.user,
-                        denied="Only project admins can archive versions.")
+        version = call_service(services.archive_version, get_version(request, ref), actor=request.user,
+                               denied="Only project admins can archive versions.")
         return Response(VersionSerializer(version, context={"request": request}).data)
 
     @extend_schema(request=None, responses={200: VersionSerializer})
     def restore(self, request, ref=None):
-        version = _call(services.restore_version, get_version(request, ref), actor=request.user,
-                        denied="Only project admins can restore versions.")
+        version = call_service(services.restore_version, get_version(request, ref), actor=request.user,
+                               denied="Only project admins can restore versions.")
         return Response(VersionSerializer(version, context={"request": request}).data)
 
     @extend_schema(request=ReexamineSerializer, responses={202: dict})
@@ -325,8 +303,9 @@ class VersionViewSet(viewsets.GenericViewSet):
         body = ReexamineSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         lineage = {k: v for k, v in body.validated_data.items() if v not in (None, "")}
-        version = _call(services.reexamine_version, get_version(request, ref), actor=request.user, lineage=lineage,
-                        denied="Your role in this project cannot import models.")
+        version = call_service(services.reexamine_version, get_version(request, ref), actor=request.user,
+                               lineage=lineage,
+                               denied="Your role in this project cannot import models.")
         response = job_accepted(version.import_job, request)
         response.data.update({"id": str(version.uuid),
                               "url": reverse("api:model-version-detail", args=[version.uuid], request=request)})
@@ -336,8 +315,8 @@ class VersionViewSet(viewsets.GenericViewSet):
     def trust(self, request, ref=None):
         """A project admin other than the uploader trusts this exact quarantined file (pinned by SHA-256)."""
         comment = str(request.data.get("comment", ""))[:1000] if hasattr(request.data, "get") else ""
-        version = _call(services.trust_version, get_version(request, ref), actor=request.user, comment=comment,
-                        denied="Only project admins can trust quarantined files.")
+        version = call_service(services.trust_version, get_version(request, ref), actor=request.user, comment=comment,
+                               denied="Only project admins can trust quarantined files.")
         response = job_accepted(version.import_job, request)
         response.data.update({"id": str(version.uuid),
                               "url": reverse("api:model-version-detail", args=[version.uuid], request=request)})

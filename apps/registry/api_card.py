@@ -9,9 +9,10 @@ from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from apps.accounts.api import call_service
 from apps.core.api import job_accepted
 from apps.registry import evidence
-from apps.registry.api import _call, get_version
+from apps.registry.api import get_version
 from apps.registry.models import ModelValidation
 
 
@@ -61,16 +62,16 @@ class CardViewSet(viewsets.GenericViewSet):
         body = PredictSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            result = _call(evidence.predict, version, actor=request.user, inputs=body.validated_data["inputs"],
-                           denied="Your role cannot try predictions.")
+            result = call_service(evidence.predict, version, actor=request.user, inputs=body.validated_data["inputs"],
+                                  denied="Your role cannot try predictions.")
         except evidence.PredictionFailed as exc:
             raise exceptions.ValidationError({"non_field_errors": [str(exc)]}) from None
         return Response(result)
 
     @extend_schema(request=None, responses={202: dict})
     def explain(self, request, ref=None):
-        job = _call(evidence.start_explain, get_version(request, ref), actor=request.user,
-                    denied="Your role cannot run model jobs.")
+        job = call_service(evidence.start_explain, get_version(request, ref), actor=request.user,
+                           denied="Your role cannot run model jobs.")
         return job_accepted(job, request)
 
     @extend_schema(request=ValidateSerializer, responses={202: dict})
@@ -79,8 +80,8 @@ class CardViewSet(viewsets.GenericViewSet):
         version = get_version(request, ref)
         body = ValidateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        validation = _call(evidence.start_validation, version, body.validated_data["dataset_version"],
-                           actor=request.user, denied="Your role cannot run model jobs.")
+        validation = call_service(evidence.start_validation, version, body.validated_data["dataset_version"],
+                                  actor=request.user, denied="Your role cannot run model jobs.")
         response = job_accepted(validation.job, request)
         response.data["validation"] = ValidationSerializer(validation, context={"request": request}).data
         return response
@@ -94,15 +95,15 @@ class CardViewSet(viewsets.GenericViewSet):
 
     @extend_schema(request=None, responses={202: dict})
     def optimise(self, request, ref=None):
-        job = _call(evidence.start_optimisation, get_version(request, ref), actor=request.user,
-                    denied="Your role cannot run model jobs.")
+        job = call_service(evidence.start_optimisation, get_version(request, ref), actor=request.user,
+                           denied="Your role cannot run model jobs.")
         return job_accepted(job, request)
 
     @extend_schema(request=None, responses={201: dict})
     def register_onnx(self, request, ref=None):
         """Register the checked ONNX conversion as the model's next version (its import job is in `job`)."""
-        variant = _call(evidence.register_onnx_variant, get_version(request, ref), actor=request.user,
-                        denied="Your role cannot import models.")
+        variant = call_service(evidence.register_onnx_variant, get_version(request, ref), actor=request.user,
+                               denied="Your role cannot import models.")
         response = job_accepted(variant.import_job, request)
         response.data.update({"id": str(variant.uuid), "version": variant.number,
                               "url": reverse("api:model-version-detail", args=[variant.uuid], request=request)})
@@ -112,7 +113,7 @@ class CardViewSet(viewsets.GenericViewSet):
     @extend_schema(responses={(200, "text/html"): str})
     def card(self, request, ref=None):
         version = get_version(request, ref)
-        html = _call(evidence.export_card_html, version, user=request.user, denied="You may not read this card.")
+        html = call_service(evidence.export_card_html, version, user=request.user, denied="You may not read this card.")
         response = HttpResponse(html, content_type="text/html; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{version.model.slug}-v{version.number}-card.html"'
         return response

@@ -8,6 +8,7 @@ from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from apps.accounts.api import call_service, project_for
 from apps.core.api import job_accepted
 from apps.registry import mlflow_source
 from apps.registry.api import (
@@ -15,9 +16,7 @@ from apps.registry.api import (
     MODEL_FIELD_NAMES,
     ModelSerializer,
     ModelWriteSerializer,
-    _call,
     get_model,
-    project_for,
 )
 
 
@@ -58,7 +57,7 @@ class MlflowImportViewSet(viewsets.GenericViewSet):
         data = dict(body.validated_data)
         project = project_for(request, data["project"])
         try:
-            version = _call(
+            version = call_service(
                 mlflow_source.start_mlflow_import,
                 project,
                 actor=request.user,
@@ -97,9 +96,9 @@ class MlflowBrowseViewSet(viewsets.GenericViewSet):
             raise exceptions.ValidationError({"project": ["Name the project (its slug)."]})
         project = project_for(request, request.query_params["project"])
         try:
-            models, token = _call(mlflow_source.list_server_models, request.query_params.get("search", ""),
-                                  request.query_params.get("page_token") or None, project=project,
-                                  denied="You may not browse this server.")
+            models, token = call_service(mlflow_source.list_server_models, request.query_params.get("search", ""),
+                                         request.query_params.get("page_token") or None, project=project,
+                                         denied="You may not browse this server.")
         except mlflow_source.TrackingServerUnavailable as exc:
             return _unavailable(exc)
         for model in models:
@@ -118,9 +117,9 @@ class FollowViewSet(viewsets.GenericViewSet):
         body = FollowSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            model = _call(mlflow_source.set_follow, model, actor=request.user,
-                          mlflow_name=body.validated_data["mlflow_name"],
-                          denied="Your role in this project cannot import models.")
+            model = call_service(mlflow_source.set_follow, model, actor=request.user,
+                                 mlflow_name=body.validated_data["mlflow_name"],
+                                 denied="Your role in this project cannot import models.")
         except mlflow_source.TrackingServerUnavailable as exc:
             return _unavailable(exc)
         return Response(ModelSerializer(model, context={"request": request}).data)
