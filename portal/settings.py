@@ -120,6 +120,7 @@ INSTALLED_APPS = [
     "apps.datasets",
     "apps.registry",
     "apps.approvals",
+    "apps.deployments",
 ]
 
 MIDDLEWARE = [
@@ -321,6 +322,30 @@ if PORTAL_MLFLOW_SYNC_MINUTES > 0:
         "task": "apps.registry.tasks.sync_mlflow_task",
         "schedule": PORTAL_MLFLOW_SYNC_MINUTES * 60,
     }
+
+# --- Serving (the invocations endpoint) -------------------------------------------------------------
+# Per-deployment overrides live on the deployment; these are the site defaults and hard caps.
+PORTAL_SERVING_MAX_ROWS = env_int("PORTAL_SERVING_MAX_ROWS", 10_000)
+PORTAL_SERVING_MAX_BODY_BYTES = env_int("PORTAL_SERVING_MAX_BODY_BYTES", 20 * 1024 * 1024)
+PORTAL_SERVING_RATE_LIMIT_PER_MINUTE = env_int("PORTAL_SERVING_RATE_LIMIT_PER_MINUTE", 6000)
+PORTAL_SERVING_TIMEOUT_SECONDS = env_int("PORTAL_SERVING_TIMEOUT_SECONDS", 30)
+# How long a serving process trusts its cached token and routing before looking again (revocations and
+# rollouts made through another process take effect within this many seconds; the same process: at once).
+PORTAL_SERVING_CACHE_SECONDS = env_int("PORTAL_SERVING_CACHE_SECONDS", 2)
+PORTAL_PREDICTION_LOG_DAYS = env_int("PORTAL_PREDICTION_LOG_DAYS", 365)
+PORTAL_PREDICTION_DRAIN_SECONDS = env_int("PORTAL_PREDICTION_DRAIN_SECONDS", 5)
+for _name in ("PORTAL_SERVING_MAX_ROWS", "PORTAL_SERVING_MAX_BODY_BYTES", "PORTAL_SERVING_TIMEOUT_SECONDS",
+              "PORTAL_PREDICTION_DRAIN_SECONDS"):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be a positive number.")
+CELERY_BEAT_SCHEDULE["drain-prediction-log"] = {
+    "task": "apps.deployments.tasks.drain_prediction_log_task",
+    "schedule": PORTAL_PREDICTION_DRAIN_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["prune-prediction-log-daily"] = {
+    "task": "apps.deployments.tasks.prune_prediction_log_task",
+    "schedule": 24 * 60 * 60,
+}
 
 # --- MLflow ------------------------------------------------------------------------------------------
 (VAR_DIR / "mlflow").mkdir(exist_ok=True)

@@ -34,6 +34,7 @@ api_patterns = [
     path("projects/<slug:project_slug>/members/", members_collection, name="project-member-list"),
     path("", include("apps.registry.api_urls")),
     path("", include("apps.approvals.api")),
+    path("", include("apps.deployments.api_urls")),
     *packet_api_patterns,
     *router.urls,
 ]
@@ -44,6 +45,7 @@ urlpatterns = [
     path("", include("apps.datasets.urls")),
     path("", include("apps.registry.urls")),
     path("", include("apps.approvals.urls")),
+    path("", include("apps.deployments.urls")),
     path("audit/", include("apps.audit.urls")),
     path("api/v1/", include((api_patterns, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from apps.accounts import signals as account_signals
 from apps.accounts.models import ApiToken, Membership, Project, hash_token_key
 from apps.accounts.notifications import mark_all_read as mark_all_read  # re-exported: services.notify(...)
 from apps.accounts.notifications import mark_read as mark_read
@@ -224,6 +225,7 @@ def set_user_active(user, *, actor, active: bool) -> None:
         if not active:
             ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
         audit.record("user.activate" if active else "user.deactivate", actor=actor, obj=user)
+        transaction.on_commit(lambda: account_signals.credentials_changed.send(sender=User, user=user))
     if not active:
         _end_sessions_of(user)
 
@@ -267,4 +269,5 @@ def revoke_token(token: ApiToken, *, actor) -> None:
         if updated:
             audit.record("token.revoke", actor=actor, obj=token, project=token.project,
                          details={"name": token.name, "hint": token.key_hint})
+            transaction.on_commit(lambda: account_signals.credentials_changed.send(sender=ApiToken, user=token.user))
     token.refresh_from_db()

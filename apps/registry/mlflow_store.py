@@ -96,6 +96,23 @@ def store_directory(
     )
 
 
+def artifact_location(model_uri: str, artifact_sha256: str = "") -> str:
+    """Where a registered version's files are (e.g. file:///…/model): `models:/` URIs cost a registry lookup on
+    every load (a second on a SQLite store), so the answer is kept in the shared cache, where deploying puts it
+    before any serving process asks."""
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    from django.core.cache import cache
+
+    key = f"mlflow-location:{hashlib.sha256(f'{model_uri}|{artifact_sha256}'.encode()).hexdigest()}"
+    location = cache.get(key)
+    if location is None:
+        name, _, number = model_uri[len("models:/"):].rpartition("/")
+        location = client().get_model_version_download_uri(name, number)
+        cache.set(key, location, timeout=None)
+    return location
+
+
 def download(model_uri: str, target: Path) -> Path:
     """The model directory of `model_uri`, copied under `target`."""
     import mlflow

@@ -47,7 +47,7 @@ def load_predictor(version: ModelVersion):
 
     mlflow_store.configure()
     # Loaded outside the lock: a slow load must not stall predictions of already-cached versions.
-    model = mlflow.pyfunc.load_model(version.mlflow_model_uri)
+    model = mlflow.pyfunc.load_model(mlflow_store.artifact_location(version.mlflow_model_uri, version.artifact_sha256))
     with _cache_lock:
         _cache[key] = model
         _cache.move_to_end(key)

@@ -1,0 +1,5 @@
+"""The deployments API routes (included under /api/v1/ by portal/urls.py), one module per feature."""
+
+from apps.deployments import api
+
+urlpatterns = [*api.core_urlpatterns]

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class DeploymentsConfig(AppConfig):
+    name = "apps.deployments"
+    label = "deployments"
+    verbose_name = "Deployments"
+
+    def ready(self) -> None:
+        from apps.deployments import receivers
+
+        receivers.connect()

@@ -1,0 +1,506 @@
+"""The invocations hot path: token → permission → parse → signature check → cached predictor → answer → log.
+
+Everything a request needs is kept in this process and looked up again only every PORTAL_SERVING_CACHE_SECONDS:
+the caller behind a token (and their roles), and the deployment's routing (champion, challenger, limits). A
+change made through this process (a rollout, a revoked token) is seen at once; one made elsewhere within
+that many seconds. When the routing changes, the new versions load in a background thread while requests go
+on being answered by the old ones; the swap is one assignment. Predictions run in a small thread pool so a
+model that hangs is cut off (504) without taking the worker with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from apps.deployments import predlog, protocol
+
+logger = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"^\s*(?:Token|Bearer)\s+(\S+)\s*$", re.IGNORECASE)
+
+
+def _ttl() -> float:
+    return float(settings.PORTAL_SERVING_CACHE_SECONDS)
+
+
+# --- Callers -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: object
+    label: str  # "username" or "username (token name)", as the prediction log shows it
+    rate_key: str
+    token_project_id: int | None = None
+    token_deployment_id: int | None = None
+
+    def may_call(self, route: Route) -> bool:
+        from apps.accounts.permissions import Action, can
+
+        if self.token_project_id is not None and self.token_project_id != route.project.pk:
+            return False
+        if self.token_deployment_id is not None and self.token_deployment_id != route.deployment_id:
+            return False
+        return can(self.user, Action.PREDICT, route.project)
+
+
+class AuthFailed(Exception):
+    pass
+
+
+_callers: dict[str, tuple[float, Caller | str]] = {}
+_callers_lock = threading.Lock()
+
+
+def caller_for_key(key: str) -> Caller:
+    """The caller behind a project API token (pt_…) or a deployment token (pd_…); AuthFailed says why not."""
+    from apps.accounts.models import hash_token_key
+
+    digest = hash_token_key(key)
+    now = time.monotonic()
+    cached = _callers.get(digest)
+    if cached is None or now - cached[0] > _ttl():
+        cached = (now, _look_up(digest))
+        with _callers_lock:
+            if len(_callers) > 10_000:
+                _callers.clear()
+            _callers[digest] = cached
+    if isinstance(cached[1], str):
+        raise AuthFailed(cached[1])
+    return cached[1]
+
+
+def _look_up(digest: str) -> Caller | str:
+    from apps.accounts.models import ApiToken
+    from apps.deployments.models import DeploymentToken
+
+    token = ApiToken.objects.select_related("user").filter(key_hash=digest).first()
+    if token is not None:
+        if token.status != "active":
+            return f"This token is {token.status}. Create a new one."
+        if not token.user.is_active:
+            return "This user account is deactivated."
+        return Caller(user=token.user, label=f"{token.user.username} ({token.name})", rate_key=f"t{token.pk}",
+                      token_project_id=token.project_id)
+    token = DeploymentToken.objects.select_related("created_by").filter(key_hash=digest).first()
+    if token is not None:
+        if token.status != "active":
+            return f"This deployment token is {token.status}. Create a new one."
+        if not token.created_by.is_active:
+            return "The account that created this token is deactivated."
+        return Caller(user=token.created_by, label=f"{token.created_by.username} ({token.name})",
+                      rate_key=f"d{token.pk}", token_deployment_id=token.deployment_id)
+    return "Invalid token."
+
+
+def forget_callers() -> None:
+    """Tokens, memberships or users changed in this process: look every caller up again."""
+    with _callers_lock:
+        _callers.clear()
+
+
+def authenticate(request) -> Caller:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header:
+        match = _TOKEN.match(header)
+        if not match:
+            raise AuthFailed("Send the key as “Authorization: Token <key>”.")
+        return caller_for_key(match.group(1))
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        raise AuthFailed("Authentication credentials were not provided: send “Authorization: Token <key>”.")
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    # A browser session may call the endpoint (the page's "Try it"); like any form, only with its CSRF token.
+    refusal = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+    if refusal is not None:
+        raise AuthFailed("CSRF check failed: a browser session must send the X-CSRFToken header.")
+    return Caller(user=user, label=user.username, rate_key=f"u{user.pk}")
+
+
+# --- Models as served ----------------------------------------------------------------------------------------
+
+
+class ServingModel:
+    """A version ready to predict on a checked DataFrame, by the shortest path its flavour allows.
+
+    The signature was already enforced by protocol.check_rows, so scikit-learn models are called directly
+    and ONNX sessions run on the matrix, skipping MLflow's second, slower enforcement; anything else goes
+    through the pyfunc.
+    """
+
+    def __init__(self, version, pyfunc):
+        from apps.registry.evidence.predictor import input_columns, raw_model
+
+        self.version_id = version.pk
+        self.label = f"{version.model.slug} v{version.number}"
+        self.inputs = input_columns(version)
+        self.pyfunc = pyfunc
+        self._predict = pyfunc.predict
+        loader = (pyfunc.metadata.flavors.get("python_function") or {}).get("loader_module", "")
+        impl = getattr(pyfunc, "_model_impl", None)
+        if loader == "mlflow.sklearn" and (native := raw_model(pyfunc)) is not None:
+            self._predict = native.predict
+        elif hasattr(impl, "rt") and len(getattr(impl, "inputs", ())) == 1:
+            self._predict = self._onnx(impl.rt)
+
+    @staticmethod
+    def _onnx(session):
+        import numpy as np
+
+        entry = session.get_inputs()[0]
+        dtype = {"tensor(double)": np.float64, "tensor(int64)": np.int64,
+                 "tensor(int32)": np.int32}.get(entry.type, np.float32)
+        name = entry.name
+
+        def predict(frame):
+            return session.run(None, {name: frame.to_numpy(dtype=dtype)})[0]
+
+        return predict
+
+    def predict(self, frame):
+        return self._predict(frame)
+
+
+def load_serving_model(version) -> ServingModel:
+    from apps.registry.evidence import load_predictor
+
+    return ServingModel(version, load_predictor(version))
+
+
+# --- Routing ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    deployment_id: int
+    slug: str
+    project: object
+    generation: int
+    active: bool
+    champion: ServingModel
+    challenger: ServingModel | None
+    mode: str
+    share: int
+    max_rows: int
+    rate_limit: int
+
+
+@dataclass
+class _RouteState:
+    current: Route | None = None
+    checked_at: float = 0.0
+    loading: int | None = None  # the generation a background thread is loading
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_routes: dict[str, _RouteState] = {}
+_routes_lock = threading.Lock()
+_models: dict[int, ServingModel] = {}  # by version id: what this process has loaded for serving
+_models_lock = threading.Lock()
+
+
+def _model(version) -> ServingModel:
+    model = _models.get(version.pk)
+    if model is None:
+        model = load_serving_model(version)
+        with _models_lock:
+            _models[version.pk] = model
+    return model
+
+
+def _fetch(slug: str):
+    from apps.deployments.models import Deployment
+
+    return (Deployment.objects.select_related("project", "champion__model", "challenger__model", "fallback__model")
+            .filter(slug=slug).first())
+
+
+def _build(row) -> Route:
+    return Route(
+        deployment_id=row.pk, slug=row.slug, project=row.project, generation=row.generation,
+        active=row.status == row.Status.ACTIVE, champion=_model(row.champion),
+        challenger=_model(row.challenger) if row.challenger_id else None, mode=row.challenger_mode,
+        share=row.challenger_share, max_rows=row.effective_max_rows, rate_limit=row.effective_rate_limit)
+
+
+def _ready(row) -> bool:
+    return row.champion_id in _models and (row.challenger_id is None or row.challenger_id in _models)
+
+
+def _load_in_background(state: _RouteState, row) -> None:
+    def work():
+        from django.db import close_old_connections
+
+        try:
+            route = _build(row)
+            with state.lock:
+                if state.current is None or state.current.generation < route.generation:
+                    state.current = route  # the swap: requests from now on see the new versions
+            if row.fallback_id:
+                _model(row.fallback)  # warm, so a rollback swaps at once too
+        except Exception:
+            logger.exception("could not load the new routing of deployment %s", row.slug)
+        finally:
+            with state.lock:
+                state.loading = None
+            close_old_connections()
+
+    threading.Thread(target=work, name=f"load-{row.slug}", daemon=True).start()
+
+
+def route_for(slug: str) -> Route | None:
+    """The deployment's routing as this process serves it (None: no such deployment)."""
+    state = _routes.get(slug)
+    now = time.monotonic()
+    if state is not None and state.current is not None and now - state.checked_at < _ttl():
+        return state.current
+    if state is None:
+        with _routes_lock:
+            state = _routes.setdefault(slug, _RouteState())
+    row = _fetch(slug)
+    if row is None:
+        with _routes_lock:
+            _routes.pop(slug, None)
+        return None
+    with state.lock:
+        state.checked_at = now
+        current = state.current
+        if current is not None and current.generation >= row.generation:
+            return current
+        if current is not None and not _ready(row):
+            if state.loading != row.generation:
+                state.loading = row.generation
+                _load_in_background(state, row)
+            return current  # the old versions keep answering until the new ones are loaded
+    route = _build(row)  # first request in this process, or the versions are already loaded: swap now
+    with state.lock:
+        if state.current is None or state.current.generation < route.generation:
+            state.current = route
+        return state.current
+
+
+def forget_route(slug: str) -> None:
+    """The deployment changed in this process: look at it again on the next request."""
+    state = _routes.get(slug)
+    if state is not None:
+        state.checked_at = 0.0
+
+
+def forget_all() -> None:
+    """For tests: drop every cached caller, route and model."""
+    forget_callers()
+    with _routes_lock:
+        _routes.clear()
+    with _models_lock:
+        _models.clear()
+
+
+def resolve_artifact(version) -> None:
+    """At deploy time: find where the version's files are, so no serving process needs a registry lookup."""
+    from apps.registry import mlflow_store
+
+    if version.mlflow_model_uri:
+        mlflow_store.artifact_location(version.mlflow_model_uri, version.artifact_sha256)
+
+
+def warm(slug: str) -> None:
+    """Load a deployment's models now (after a deploy, so the first call is not the one that waits)."""
+    route_for(slug)
+
+
+# --- Rate limits -----------------------------------------------------------------------------------------------
+
+_local_counts: dict[tuple[str, int], int] = {}
+_local_lock = threading.Lock()
+
+
+def rate_limited(caller: Caller, route: Route) -> int:
+    """Seconds to wait if the caller used up this minute's requests on this deployment, else 0.
+
+    Counted in Redis (shared by every process) when REDIS_URL is set; on the embedded defaults, or if Redis does
+    not answer, per process."""
+    limit = route.rate_limit
+    if limit <= 0:
+        return 0
+    now = time.time()
+    window = int(now // 60)
+    key = f"{caller.rate_key}:{route.deployment_id}"
+    count = None
+    client = predlog.redis_client()
+    if client is not None:
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(f"portal:rate:{key}:{window}")
+            pipe.expire(f"portal:rate:{key}:{window}", 120)
+            count = pipe.execute()[0]
+        except Exception:
+            count = None
+    if count is None:
+        with _local_lock:
+            if len(_local_counts) > 100_000:
+                _local_counts.clear()
+            count = _local_counts[(key, window)] = _local_counts.get((key, window), 0) + 1
+    if count > limit:
+        return max(1, int(60 - now % 60) + 1)
+    return 0
+
+
+# --- Predicting ------------------------------------------------------------------------------------------------
+
+_POOL_SIZE = 8
+_pool = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="predict")
+_shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
+_hung = 0
+_pool_lock = threading.Lock()
+
+
+class PredictTimeout(Exception):
+    pass
+
+
+def run_model(model: ServingModel, frame, timeout: float | None = None):
+    """The model's output, cut off after `timeout` seconds (its thread is abandoned, the process goes on).
+
+    If hung predictions fill most of the pool, a fresh pool takes over so later requests are not stuck behind them.
+    """
+    global _pool, _hung
+    timeout = settings.PORTAL_SERVING_TIMEOUT_SECONDS if timeout is None else timeout
+    future = _pool.submit(model.predict, frame)
+    try:
+        return future.result(timeout=timeout)
+    except FutureTimeout:
+        with _pool_lock:
+            _hung += 1
+            if _hung >= _POOL_SIZE // 2:
+                logger.error("%s predictions hung; starting a fresh prediction pool", _hung)
+                _pool, _hung = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="predict"), 0
+        raise PredictTimeout from None
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict | None = None  # error bodies; successful answers carry `content` instead
+    content: bytes = b""
+    request_id: str = ""
+    headers: dict = field(default_factory=dict)
+
+
+def _error(status: int, detail: str, *, request_id: str = "", field_name: str | None = None, **headers) -> Answer:
+    body = {"detail": detail}
+    if field_name:
+        body["errors"] = {field_name: [detail]}
+    if request_id:
+        body["request_id"] = request_id
+    return Answer(status=status, body=body, request_id=request_id, headers=headers)
+
+
+def _read_body(request, limit: int) -> bytes:
+    length = request.META.get("CONTENT_LENGTH") or ""
+    if length.isdigit() and int(length) > limit:
+        raise protocol.PayloadError(f"The body is {int(length):,} bytes; the limit is {limit:,}. Split the request "
+                                    "or use batch scoring.", field="body", status=413)
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise protocol.PayloadError(f"The body is over the limit of {limit:,} bytes. Split the request or use batch "
+                                    "scoring.", field="body", status=413)
+    return body
+
+
+def invoke(request, slug: str) -> Answer:
+    """Answer one invocations request (the view only turns the Answer into an HttpResponse)."""
+    started = time.perf_counter()
+    try:
+        caller = authenticate(request)
+    except AuthFailed as exc:
+        return _error(401, str(exc), WWW_Authenticate="Token")
+    route = route_for(slug)
+    if route is None or not caller.may_call(route):
+        return _error(404, "No such deployment, or this token may not call it.")
+    if not route.active:
+        return _error(503, "This deployment is stopped: a project member can resume it on its page.")
+    wait = rate_limited(caller, route)
+    if wait:
+        return _error(429, f"Too many requests: this deployment allows {route.rate_limit:,} per minute per token. "
+                           f"Retry in {wait} s.", Retry_After=str(wait))
+    request_id = uuid.uuid4().hex
+    model = route.champion
+    role = "champion"
+    if route.challenger is not None and route.mode == "canary" and random.random() * 100 < route.share:
+        model, role = route.challenger, "canary"
+    table = None
+    try:
+        body = _read_body(request, settings.PORTAL_SERVING_MAX_BODY_BYTES)
+        table = protocol.parse(body, request.META.get("CONTENT_TYPE", ""))
+        frame = protocol.check_rows(table, model.inputs, max_rows=route.max_rows)
+    except protocol.PayloadError as exc:
+        answer = Answer(status=exc.status, body={**exc.as_json(), "request_id": request_id}, request_id=request_id)
+        _log(route, model, role, request_id, started, caller, answer.status, table=None, error=exc.message)
+        return answer
+    try:
+        output = run_model(model, frame)
+        predictions = protocol.predictions_list(output)
+        content = protocol.dumps({"predictions": predictions})
+    except PredictTimeout:
+        detail = (f"The model did not answer within {settings.PORTAL_SERVING_TIMEOUT_SECONDS} s and was cut off. "
+                  "Try fewer rows; if it keeps happening, roll back.")
+        _log(route, model, role, request_id, started, caller, 504, table=table, error=detail)
+        return _error(504, detail, request_id=request_id)
+    except Exception as exc:  # the model itself failed on checked input: its fault, not the caller's
+        logger.info("deployment %s: %s failed: %s", slug, model.label, exc)
+        detail = (f"The model ({model.label}) failed on this input: {type(exc).__name__}: {str(exc)[:300]}. "
+                  "The request was valid against the signature; the deployment's owners can see it in the log.")
+        _log(route, model, role, request_id, started, caller, 502, table=table, error=detail)
+        return _error(502, detail, request_id=request_id)
+    _log(route, model, role, request_id, started, caller, 200, table=table, outputs=predictions)
+    if route.challenger is not None and route.mode == "shadow":
+        _shadow_pool.submit(_shadow, route, caller, request_id, table, frame)
+    return Answer(status=200, content=content, request_id=request_id, headers={"X_Model_Version": model.label})
+
+
+def _inputs(table) -> dict | None:
+    if table is None:
+        return None
+    return {"columns": table.columns, "data": table.rows}
+
+
+def _log(route: Route, model: ServingModel, role: str, request_id: str, started: float, caller: Caller, status: int,
+         *, table=None, outputs=None, error: str = "") -> None:
+    record = predlog.new_record(
+        request_id=request_id, deployment_id=route.deployment_id, version_id=model.version_id, role=role,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3), status=status, caller=caller.label,
+        caller_id=getattr(caller.user, "pk", None), row_count=len(table.rows) if table is not None else 0,
+        inputs=_inputs(table), outputs=outputs, error=error)
+    try:
+        predlog.push(record)
+    except Exception:  # the answer is already computed; losing it now would lose the prediction too
+        logger.exception("prediction log: could not buffer record %s", record["r"])
+        predlog.insert([record])
+
+
+def _shadow(route: Route, caller: Caller, request_id: str, table, frame) -> None:
+    started = time.perf_counter()
+    model = route.challenger
+    try:
+        outputs = protocol.predictions_list(run_model(model, frame))
+        _log(route, model, "shadow", request_id, started, caller, 200, table=table, outputs=outputs)
+    except PredictTimeout:
+        _log(route, model, "shadow", request_id, started, caller, 504, table=table, error="timed out")
+    except Exception as exc:
+        _log(route, model, "shadow", request_id, started, caller, 502, table=table,
+             error=f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        from django.db import close_old_connections
+
+        close_old_connections()

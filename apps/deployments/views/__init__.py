@@ -1,0 +1,1 @@
+"""Deployment pages, one module per feature."""
