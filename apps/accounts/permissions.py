@@ -29,8 +29,9 @@ class Action(models.TextChoices):
     ARCHIVE_MODEL = "model.archive", "Archive and restore model versions"
     REQUEST_APPROVAL = "approval.request", "Ask for approval to deploy"
     DECIDE_APPROVAL = "approval.decide", "Approve or reject requests"
-    DEPLOY = "deployment.deploy", "Deploy to non-gated environments"
-    PREDICT = "deployment.predict", "Try predictions"
+    DEPLOY = "deployment.deploy", "Deploy approved versions, roll back, manage deployment tokens"
+    PREDICT = "deployment.predict", "Try predictions, call deployments"
+    EXPORT_PREDICTIONS = "deployment.export_predictions", "Export the prediction log"
     MANAGE_ENVIRONMENTS = "project.manage_environments", "Manage environments and policies"
     TRUST_MODEL = "model.trust", "Trust quarantined model files"
 
