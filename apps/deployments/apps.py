@@ -7,6 +7,7 @@ class DeploymentsConfig(AppConfig):
     verbose_name = "Deployments"
 
     def ready(self) -> None:
-        from apps.deployments import receivers
+        from apps.deployments import packet, receivers
 
         receivers.connect()
+        packet.register()  # the audit packet's "Deployments" section

@@ -1,3 +1,5 @@
 """Deployment pages: one list of routes, views in apps/deployments/views/ (one module per feature)."""
 
-urlpatterns = []
+from apps.deployments.views import pages
+
+urlpatterns = [*pages.urlpatterns]
