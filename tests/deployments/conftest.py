@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.pyfunc import PythonModel
 
 from apps.approvals import services as approvals
 from apps.deployments import serving
@@ -91,12 +92,12 @@ def approve(version, environment, people, capture=None):
 # --- Models that misbehave (stored directly: they are our own test code, not uploads) ---------------------
 
 
-class RaisingModel:
+class RaisingModel(PythonModel):
     def predict(self, context, model_input, params=None):
         raise ValueError("the model's own bug")
 
 
-class SlowModel:
+class SlowModel(PythonModel):
     def predict(self, context, model_input, params=None):
         time.sleep(float(model_input["age"].iloc[0]) / 10)
         return [1] * len(model_input)
