@@ -137,16 +137,37 @@ class TokenCreateSerializer(serializers.Serializer):
 
 
 class PredictionSerializer(serializers.ModelSerializer):
+    """One log record. Inputs, outputs and the error text (it may quote an input) can hold personal data: they
+    are null, with `data_hidden` true, unless the context's `show_data` says the caller has Action.VIEW_PII."""
+
+    id = serializers.UUIDField(source="record_id", read_only=True)
+    url = serializers.SerializerMethodField()
     model_version = serializers.SerializerMethodField()
+    data_hidden = serializers.SerializerMethodField()
 
     class Meta:
         model = PredictionLog
-        fields = ["id", "request_id", "role", "source", "model_version", "created_at", "latency_ms", "status_code",
-                  "caller", "row_count", "inputs", "outputs", "error"]
+        fields = ["id", "url", "request_id", "role", "source", "model_version", "created_at", "latency_ms",
+                  "status_code", "caller", "row_count", "data_hidden", "inputs", "outputs", "error"]
         read_only_fields = fields
+
+    def get_url(self, obj) -> str:
+        slug = self.context["deployment"].slug if "deployment" in self.context else obj.deployment.slug
+        return reverse("api:deployment-prediction-detail", args=[slug, obj.record_id],
+                       request=self.context.get("request"))
 
     def get_model_version(self, obj) -> dict | None:
         return _version_ref(obj.model_version)
+
+    def get_data_hidden(self, obj) -> bool:
+        return not self.context.get("show_data", False)
+
+    def to_representation(self, obj):
+        data = super().to_representation(obj)
+        if data["data_hidden"]:
+            data["inputs"] = data["outputs"] = None
+            data["error"] = None
+        return data
 
 
 def _scoped(request, queryset, project_path: str = "project_id"):
@@ -360,12 +381,15 @@ class DeploymentViewSet(viewsets.GenericViewSet):
         OpenApiParameter("to", str, description="date or ISO time (exclusive)"),
     ], responses={200: PredictionSerializer(many=True)})
     def predictions(self, request, slug=None):
-        """What the deployment served, newest first (written by the log drain every few seconds)."""
+        """What the deployment served, newest first (written by the log drain every few seconds). Inputs, outputs
+        and errors are null for roles that may not see personal data (viewers)."""
         deployment = self._get(slug)
         logs = prediction_filters(deployment.predictions.select_related("model_version__model"),
                                   request.query_params)
         page = self.paginate_queryset(logs)
-        return self.get_paginated_response(PredictionSerializer(page, many=True).data)
+        context = {"request": request, "deployment": deployment,
+                   "show_data": can(request.user, Action.VIEW_PII, deployment)}
+        return self.get_paginated_response(PredictionSerializer(page, many=True, context=context).data)
 
 
 @csrf_exempt

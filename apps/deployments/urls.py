@@ -1,5 +1,5 @@
 """Deployment pages: one list of routes, views in apps/deployments/views/ (one module per feature)."""
 
-from apps.deployments.views import pages
+from apps.deployments.views import pages, predictions
 
-urlpatterns = [*pages.urlpatterns]
+urlpatterns = [*pages.urlpatterns, *predictions.urlpatterns]
