@@ -1,5 +1,5 @@
 """Deployment pages: one list of routes, views in apps/deployments/views/ (one module per feature)."""
 
-from apps.deployments.views import pages, predictions
+from apps.deployments.views import batch, pages, predictions
 
-urlpatterns = [*pages.urlpatterns, *predictions.urlpatterns]
+urlpatterns = [*batch.urlpatterns, *pages.urlpatterns, *predictions.urlpatterns]
