@@ -29,6 +29,7 @@ demo: $(VENV)/.installed-run
 	$(PY) manage.py load_demo
 	$(PY) manage.py load_demo_models
 	$(PY) manage.py load_demo_approvals
+	$(PY) manage.py load_demo_deployments
 	@echo
 	@echo "Portal is starting at http://$(DEMO_ADDR)/  (sign in with a demo login above; Ctrl-C stops everything)"
 	@echo
