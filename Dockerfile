@@ -4,15 +4,14 @@ FROM python:3.11-slim
 
 # PYTHONPATH=/app: gunicorn adds its cwd to sys.path but celery does not; without it, celery would import
 # the copy pip put in site-packages, whose BASE_DIR has no templates/ or static/.
-# WEB_CONCURRENCY is gunicorn's own worker-count variable (rule of thumb 2 x CPUs + 1, bounded by memory).
+# gunicorn reads gunicorn.conf.py (workers: WEB_CONCURRENCY, default one per CPU; see docs/operations.md).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app \
     DJANGO_SETTINGS_MODULE=portal.settings \
-    PORTAL_VAR_DIR=/var/lib/portal \
-    WEB_CONCURRENCY=3
+    PORTAL_VAR_DIR=/var/lib/portal
 
 # bubblewrap is the sandbox the portal opens uploaded pickles in; without it pickle imports are refused.
 RUN apt-get update \
@@ -51,5 +50,5 @@ USER portal
 EXPOSE 8000
 
 # No HEALTHCHECK here: the same image runs the worker, beat and MLflow; docker-compose.yml has one each.
-# Access log to stdout; 120 s timeout because uploads and first-time model loads can be slow.
-CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "--timeout", "120"]
+# gunicorn.conf.py: port 8000, access log to stdout, gthread workers, timeouts above the prediction timeout.
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "portal.wsgi:application"]

@@ -265,3 +265,54 @@ def test_panel_shows_the_download_to_those_who_may_deploy(people, deployment):
     assert f"/api/v1/deployments/{deployment.slug}/package/" in html and "Download" in html
     assert "python serve.py" in html
     assert f"/api/v1/deployments/{deployment.slug}/package/" not in panel(people["viewer"])
+
+
+def test_deployment_page_includes_the_panel(people, deployment, client_as):
+    page = client_as(people["scientist"]).get(f"/deployments/{deployment.slug}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="package-heading"' in html and f"/api/v1/deployments/{deployment.slug}/package/" in html
+
+
+# --- Production serving config (gunicorn.conf.py, docker-compose.yml) -----------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gunicorn_config(monkeypatch, **env) -> dict:
+    import runpy
+
+    for name in ("WEB_CONCURRENCY", "WEB_THREADS", "WEB_TIMEOUT", "PORTAL_SERVING_TIMEOUT_SECONDS",
+                 "WEB_MAX_REQUESTS", "WEB_MAX_REQUESTS_JITTER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+def test_gunicorn_config_defaults_suit_serving(monkeypatch):
+    config = _gunicorn_config(monkeypatch)
+    assert config["workers"] == config["cpus"]() >= 1
+    assert config["worker_class"] == "gthread" and config["threads"] == 4
+    assert config["timeout"] > 30 and config["graceful_timeout"] > 30 and config["keepalive"] > 60
+    assert config["max_requests"] > 0 and 0 < config["max_requests_jitter"] < config["max_requests"]
+    assert config["preload_app"] is False
+
+
+def test_gunicorn_config_reads_the_environment_and_refuses_bad_values(monkeypatch):
+    config = _gunicorn_config(monkeypatch, WEB_CONCURRENCY="3", WEB_THREADS="8", PORTAL_SERVING_TIMEOUT_SECONDS="300")
+    assert (config["workers"], config["threads"], config["timeout"]) == (3, 8, 330)
+    with pytest.raises(SystemExit, match="WEB_THREADS"):
+        _gunicorn_config(monkeypatch, WEB_THREADS="many")
+    with pytest.raises(SystemExit, match="WEB_TIMEOUT must be at least 31"):
+        _gunicorn_config(monkeypatch, WEB_TIMEOUT="20")
+
+
+def test_compose_web_service_uses_the_gunicorn_config():
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    web = compose["services"]["web"]
+    assert web["command"][:3] == ["gunicorn", "--config", "gunicorn.conf.py"]
+    assert web["environment"]["WEB_CONCURRENCY"] == "${WEB_CONCURRENCY:-0}"
+    assert "PORTAL_SERVING_TIMEOUT_SECONDS" in web["environment"]
