@@ -406,3 +406,9 @@ def deployments_of_version(version: ModelVersion) -> list[dict]:
         seen.setdefault(deployment.pk, {"deployment": deployment, "environment": deployment.environment,
                                         "first_live": None, "role": "challenger"})
     return list(seen.values())
+
+
+def deployed_in(version: ModelVersion) -> list[dict]:
+    """Compact form of deployments_of_version for the registry's comparison."""
+    return [{"deployment": row["deployment"].slug, "environment": row["environment"].slug, "role": row["role"]}
+            for row in deployments_of_version(version) if row["role"] != "retired"]

@@ -10,6 +10,15 @@ from apps.registry.models import ModelVersion, RegisteredModel
 MAX_COMPARED = 10
 
 
+def _not_deployed(version: ModelVersion) -> list[dict]:
+    return []
+
+
+# Where a version serves: set by the deployments app (to the registry's right) in its ready(), so the registry
+# never imports it. Returns [{"deployment", "environment", "role"}].
+deployed_in = _not_deployed
+
+
 def parse_numbers(raw: str) -> list[int]:
     parts = [p.strip().lstrip("v") for p in str(raw).split(",") if p.strip()]
     if not all(p.isdigit() for p in parts):
@@ -47,7 +56,7 @@ def _summary(version: ModelVersion) -> dict:
         "flavor": version.flavor,
         "created_at": version.created_at.isoformat(),
         "aliases": version.aliases,
-        "deployed_in": [],  # filled by the deployments feature
+        "deployed_in": deployed_in(version),
     }
 
 

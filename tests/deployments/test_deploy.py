@@ -205,3 +205,12 @@ def test_auto_deploy_of_an_unservable_version_is_recorded_not_raised(people, ver
         approvals.decide(request, actor=people["approver"], verdict="approve", comment="ok")
     assert not Deployment.objects.exists()
     assert AuditEvent.objects.filter(action="deployment.auto_deploy_refused").exists()
+
+
+def test_the_version_comparison_says_where_each_version_serves(people, version, version2, sandbox, api_as):
+    client = api_as(people["scientist"])
+    slug = create(client, version, sandbox).json()["slug"]
+    compared = client.get(f"/api/v1/models/{version.model.slug}/compare/?versions=1,2").json()
+    assert compared["versions"][0]["deployed_in"] == [{"deployment": slug, "environment": "sandbox",
+                                                       "role": "champion"}]
+    assert compared["versions"][1]["deployed_in"] == []
