@@ -47,9 +47,14 @@ def read_manifest(root: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+# With model/: what runs or is loaded. README, Dockerfile and requirements.txt may be edited (a local index, say).
+RUNS = ("serve.py", "protocol.py")
+
+
 def verify(root: Path, manifest: dict) -> int:
-    """Check every file the manifest lists against its SHA-256; the number checked."""
-    files = manifest.get("files") or {}
+    """Check what runs or loads (this server, the parser, the model) against MANIFEST.json; the number checked."""
+    files = {name: digest for name, digest in (manifest.get("files") or {}).items()
+             if name in RUNS or name.startswith("model/")}
     for name, expected in files.items():
         path = root / name
         if not path.is_file():
@@ -162,6 +167,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # TCP_NODELAY: small answers are not held back waiting for an ACK
     timeout = 75  # an idle keep-alive connection gives its thread back after this many seconds
     server_version = "portal-package"
+    sys_version = ""  # no Python version in the Server header
     app: App  # set by serve()
 
     # --- answers ------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ exactly as the portal's invocations endpoint does.
 Quarantined-but-trusted pickles: the trust an admin gave covers serving that exact file inside the portal.
 An archive carries the pickle outside the portal's governance, to whoever builds it, and loading it runs
 its code. So only someone who could have trusted it (a project admin) may export it; the README and
-MANIFEST.json say so in plain words, and serve.py refuses to start if any file differs from the manifest.
+MANIFEST.json say so in plain words, and serve.py refuses to start if a model file differs from the manifest.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def readme(deployment: Deployment, version: ModelVersion, manifest: dict, name: 
 > Inside Portal the file is quarantined; project admin {manifest['model']['trusted_by'] or 'unknown'} trusted
 > this exact file (SHA-256 `{version.trusted_sha256}`) for serving there. Whoever builds this image takes on
 > that trust: build it only from this archive as exported, and run it isolated (no secrets, no outbound
-> network). `serve.py` refuses to start if any file differs from MANIFEST.json.
+> network). `serve.py` refuses to start if a model file differs from MANIFEST.json.
 """
     limits = manifest["limits"]
     return f"""# {deployment.name}: {version.model.name} v{version.number}
@@ -228,7 +228,8 @@ deployment `{deployment.slug}` ({deployment.environment.name}, project {deployme
   like Portal's invocations endpoint; `protocol.py` is Portal's own payload parser, so both answer the same
   payloads with the same predictions and the same errors.
 - `requirements.txt`, `Dockerfile` (python:{manifest['python']}-slim, non-root user, port {PORT}).
-- `MANIFEST.json`: where this came from and the SHA-256 of every file. `serve.py` checks them at start-up.
+- `MANIFEST.json`: where this came from and the SHA-256 of every file. At start-up `serve.py` checks the model,
+  itself and `protocol.py` against it and refuses to start if any differs (`--skip-verify` turns that off).
 
 ## Build and run with Docker
 
