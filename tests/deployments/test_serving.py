@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from apps.accounts import services as account_services
-from apps.deployments import predlog, services, serving
+from apps.deployments import predlog, services
 from apps.deployments.models import PredictionLog
 from apps.registry.evidence import load_predictor
 from tests.deployments.conftest import FEATURES, RaisingModel, SlowModel, custom_version, training_frame
@@ -254,7 +254,10 @@ def test_shadow_scores_every_request_off_the_response(people, deployment, versio
     response = post(caller, deployment, split(rows))
     assert response["X-Model-Version"].endswith("v1")
     assert response.json()["predictions"] == expected(version, rows)
-    serving._shadow_pool.submit(lambda: None).result(timeout=10)  # queued after the shadow scoring
+    deadline = time.monotonic() + 20
+    while predlog.pending() < 2:  # the shadow's record is written off the response's path, a moment later
+        assert time.monotonic() < deadline, "the shadow never logged"
+        time.sleep(0.05)
     predlog.drain()
     logs = {log.role: log for log in PredictionLog.objects.filter(request_id=response["X-Request-ID"])}
     assert set(logs) == {"champion", "shadow"}
