@@ -232,7 +232,8 @@ def _check(table, inputs: list[dict], *, start: int, keep_extra: bool):
             message += (f" (Rows are counted from 0 after the header row, as in the result's row column: in a CSV "
                         f"or spreadsheet this is line {row + 2:,}.)")
         elif exc.field in table.column_names and exc.field not in {c["name"] for c in inputs}:
-            message += " Remove that column, or choose to keep other columns to carry it into the result unscored."
+            message += (" Remove that column, or keep extra columns (the option on the form, keep_extra_columns in "
+                        "the API) to carry it into the result unscored.")
         raise protocol.PayloadError(message, field=exc.field) from None
 
 
@@ -389,20 +390,23 @@ def _dispatch(job_id: str, indexes: list[int]) -> None:
         group(score_batch_chunk_task.si(job_id, i) for i in indexes).apply_async()
 
 
-_models: dict[int, object] = {}
+_models: dict[tuple[int, str], object] = {}
 _models_lock = threading.Lock()
 
 
 def serving_model(version):
-    """The version as served, loaded once per worker process."""
+    """The version as served, loaded once per worker process (keyed by its stored model too, never stale)."""
     from apps.deployments.serving import load_serving_model
 
-    model = _models.get(version.pk)
+    key = (version.pk, version.mlflow_model_uri)
+    model = _models.get(key)
     if model is None:
         with _models_lock:
-            model = _models.get(version.pk)
+            model = _models.get(key)
             if model is None:
-                model = _models[version.pk] = load_serving_model(version)
+                if len(_models) >= 8:  # a worker that scored many versions keeps only what it uses now
+                    _models.clear()
+                model = _models[key] = load_serving_model(version)
     return model
 
 

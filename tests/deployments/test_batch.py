@@ -114,7 +114,7 @@ def test_a_dataset_version_of_the_project_is_scored(people, api_as, deployment, 
     assert refused.status_code == 202, refused.content
     run = run_job(refused.json()["job"]["id"], django_capture_on_commit_callbacks)
     assert run.job.status == Job.Status.FAILED
-    assert "“churned”" in run.job.error and "keep other columns" in run.job.error
+    assert "“churned”" in run.job.error and "keep_extra_columns" in run.job.error
     assert run.chunk_count == 0  # nothing was scored
     # ...or carried into the result unscored when asked.
     response = start(api, deployment, django_capture_on_commit_callbacks, dataset_version=str(training.uuid),
@@ -197,6 +197,23 @@ def test_a_bad_file_fails_before_any_scoring_naming_the_column(people, api_as, d
     assert missing.status_code == 404 and "failed" in missing.json()["detail"]
     predlog.drain()
     assert PredictionLog.objects.get(request_id=run.request_id).status_code == 400
+
+
+def test_a_model_that_raises_fails_the_job_naming_the_chunk(people, api_as, project, sandbox, tmp_path,
+                                                            django_capture_on_commit_callbacks):
+    from tests.deployments.conftest import RaisingModel, custom_version
+
+    broken = custom_version(project, people["scientist"], RaisingModel, tmp_path, name="Broken")
+    deployment = services.deploy(project, actor=people["scientist"], name="Broken scoring", environment=sandbox,
+                                 version=broken)
+    api = api_as(people["scientist"])
+    response = start(api, deployment, django_capture_on_commit_callbacks, file=csv_file(training_frame()[FEATURES]))
+    run = run_job(response.json()["job"]["id"], django_capture_on_commit_callbacks)
+    assert run.job.status == Job.Status.FAILED
+    assert "Chunk 1 of 3 (rows 0–69) failed" in run.job.error and "the model's own bug" in run.job.error
+    assert run.chunks_done == 0 and not run.result_file  # the later chunks saw the failed job and stopped
+    predlog.drain()
+    assert PredictionLog.objects.get(request_id=run.request_id).status_code == 502
 
 
 def test_bad_requests_answer_clear_4xx(people, api_as, deployment, other_project, project,
