@@ -12,6 +12,11 @@ from apps.registry.models import ModelVersion
 NEW = "new"
 
 
+def _where(deployment: Deployment) -> str:
+    environment = deployment.environment.name
+    return "" if environment.lower() in deployment.name.lower() else f" (in {environment})"
+
+
 class DeployForm(forms.Form):
     """Deploy a version: to a new deployment in an environment, or as the new champion of an existing one."""
 
@@ -38,7 +43,7 @@ class DeployForm(forms.Form):
         self.deployments = list(Deployment.objects.filter(project=project)
                                 .select_related("environment", "champion__model").order_by("name"))
         self.fields["target"].choices = [(NEW, "A new deployment")] + [
-            (d.slug, f"{d.name} ({d.environment.name}): replace {d.champion}") for d in self.deployments]
+            (d.slug, f"{d.name}{_where(d)}: replace {d.champion}") for d in self.deployments]
 
     def deployment(self) -> Deployment | None:
         slug = self.cleaned_data.get("target")
@@ -62,7 +67,7 @@ class DeployForm(forms.Form):
 
 class RollbackForm(forms.Form):
     prefix = "rollback"  # several forms share the page: distinct ids and names
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000, label="Reason",
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000, label="Why roll back",
                              error_messages={"required": "Say why you roll back: it goes into the audit trail."},
                              help_text="Goes into the history and the audit trail.")
 

@@ -19,10 +19,10 @@ def _who(event: DeploymentEvent) -> str:
     return event.actor.get_username() if event.actor else (event.actor_label or "system")
 
 
-def deployments_section(version: ModelVersion, user) -> dict:
+def deployments_section(version: ModelVersion, user) -> dict | None:
     deployments = services.deployments_of_version(version)
     if not deployments:
-        return {"intro": f"{version.model.name} v{version.number} has never been deployed."}
+        return None  # never deployed: the packet leaves the section out
     events = list(DeploymentEvent.objects.filter(Q(champion=version) | Q(previous_champion=version))
                   .select_related("deployment__environment", "champion__model", "previous_champion__model", "actor")
                   .order_by("created_at", "id")[:MAX_EVENTS + 1])

@@ -103,7 +103,7 @@
       if (name && !edited && chosen.dataset.deploymentName) { name.value = chosen.dataset.deploymentName; }
       if (target) {
         Array.prototype.forEach.call(target.options, function (option) {
-          var other = option.dataset.environment && option.dataset.environment !== chosen.value;
+          var other = option.dataset.targetEnvironment && option.dataset.targetEnvironment !== chosen.value;
           option.hidden = !!other;
           option.disabled = !!other;
           if (other && option.selected) { target.value = "new"; }
