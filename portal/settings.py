@@ -334,8 +334,11 @@ PORTAL_SERVING_TIMEOUT_SECONDS = env_int("PORTAL_SERVING_TIMEOUT_SECONDS", 30)
 PORTAL_SERVING_CACHE_SECONDS = env_int("PORTAL_SERVING_CACHE_SECONDS", 2)
 PORTAL_PREDICTION_LOG_DAYS = env_int("PORTAL_PREDICTION_LOG_DAYS", 365)
 PORTAL_PREDICTION_DRAIN_SECONDS = env_int("PORTAL_PREDICTION_DRAIN_SECONDS", 5)
+# Batch scoring: rows per chunk task, and the largest chunk whose inputs and outputs are logged in full.
+PORTAL_BATCH_CHUNK_ROWS = env_int("PORTAL_BATCH_CHUNK_ROWS", 20_000)
+PORTAL_BATCH_LOG_ROWS = env_int("PORTAL_BATCH_LOG_ROWS", 1_000)
 for _name in ("PORTAL_SERVING_MAX_ROWS", "PORTAL_SERVING_MAX_BODY_BYTES", "PORTAL_SERVING_TIMEOUT_SECONDS",
-              "PORTAL_PREDICTION_DRAIN_SECONDS"):
+              "PORTAL_PREDICTION_DRAIN_SECONDS", "PORTAL_BATCH_CHUNK_ROWS"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be a positive number.")
 CELERY_BEAT_SCHEDULE["drain-prediction-log"] = {

@@ -39,7 +39,7 @@ from apps.accounts.permissions import Action, require
 from apps.audit import services as audit
 from apps.core import services as jobs
 from apps.core import storage
-from apps.core.models import JOB_KIND_LABELS, Job
+from apps.core.models import Job
 from apps.datasets.models import DatasetVersion
 from apps.datasets.readers import ROWS_KEY, DataFileError, detect_format, iter_batches
 from apps.deployments import predlog, protocol
@@ -48,7 +48,6 @@ from apps.deployments.models import BatchRun, Deployment
 logger = logging.getLogger(__name__)
 
 JOB_KIND = "batch_score"
-JOB_KIND_LABELS.setdefault(JOB_KIND, "Batch scoring")
 HEAD_BYTES = 64 * 1024
 PREPARE_SHARE = 10  # percent of the job's progress spent reading and checking the input
 _ROW_IN_MESSAGE = re.compile(r"\brow (\d+)\b")
@@ -59,11 +58,11 @@ class BatchRefused(Exception):
 
 
 def chunk_rows() -> int:
-    return max(1, int(getattr(settings, "PORTAL_BATCH_CHUNK_ROWS", 20_000)))
+    return max(1, int(settings.PORTAL_BATCH_CHUNK_ROWS))
 
 
 def log_rows() -> int:
-    return int(getattr(settings, "PORTAL_BATCH_LOG_ROWS", 1_000))
+    return int(settings.PORTAL_BATCH_LOG_ROWS)
 
 
 # --- Starting ---------------------------------------------------------------------------------------------------
