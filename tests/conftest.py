@@ -91,6 +91,19 @@ def api_as():
 
 # --- A real Celery worker (integration and browser tests) -------------------------------------------
 
+
+@pytest.fixture
+def jobs_stay_in_process(monkeypatch):
+    """For tests whose data is committed (live server, a real worker): the fixtures profile and import in this
+    process, so a Celery worker left running by an earlier test must not be handed those jobs too (two imports
+    of one version race, and the second changes its artifact digest under an approval)."""
+    from apps.datasets.tasks import profile_version_task
+    from apps.registry.tasks import import_version_task
+
+    monkeypatch.setattr(profile_version_task, "delay", lambda *args, **kwargs: None)
+    monkeypatch.setattr(import_version_task, "delay", lambda *args, **kwargs: None)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

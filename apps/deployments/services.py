@@ -22,6 +22,7 @@ from apps.audit import services as audit
 from apps.deployments.models import Deployment, DeploymentEvent, DeploymentToken
 from apps.registry.models import ModelVersion
 
+RESERVED_SLUGS = {"new"}
 UPDATABLE_FIELDS = ("description", "challenger_mode", "challenger_share", "max_rows", "rate_limit_per_minute")
 
 
@@ -89,6 +90,8 @@ def _label(version: ModelVersion | None) -> str | None:
 
 def _unique_slug(name: str) -> str:
     base = slugify(name)[:100] or "deployment"
+    if base in RESERVED_SLUGS:  # /deployments/new/ is the deploy form
+        base = f"{base}-deployment"
     slug, n = base, 2
     while Deployment.objects.filter(slug=slug).exists():
         slug, n = f"{base}-{n}", n + 1

@@ -288,19 +288,9 @@ def test_the_deployment_page_embeds_the_panel(people, client_as, deployment):
 # --- With the real worker: the group of chunk tasks goes through the broker ----------------------------------
 
 
-@pytest.fixture
-def _setup_stays_in_process(monkeypatch):
-    """The fixtures below profile and import in this process; the worker must not run those jobs as well."""
-    from apps.datasets.tasks import profile_version_task
-    from apps.registry.tasks import import_version_task
-
-    monkeypatch.setattr(profile_version_task, "delay", lambda *args, **kwargs: None)
-    monkeypatch.setattr(import_version_task, "delay", lambda *args, **kwargs: None)
-
-
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_runs_the_group_of_chunk_tasks(celery_worker_process, _setup_stays_in_process, people, api_as,
+def test_a_real_worker_runs_the_group_of_chunk_tasks(celery_worker_process, jobs_stay_in_process, people, api_as,
                                                      deployment, version):
     frame = training_frame(rows=200, seed=7)[FEATURES]
     api = api_as(people["scientist"])

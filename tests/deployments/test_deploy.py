@@ -214,3 +214,8 @@ def test_the_version_comparison_says_where_each_version_serves(people, version, 
     assert compared["versions"][0]["deployed_in"] == [{"deployment": slug, "environment": "sandbox",
                                                        "role": "champion"}]
     assert compared["versions"][1]["deployed_in"] == []
+
+
+def test_a_deployment_called_new_does_not_hide_behind_the_deploy_form(people, project, version, sandbox):
+    deployment = services.deploy(project, actor=people["scientist"], name="New", environment=sandbox, version=version)
+    assert deployment.slug == "new-deployment"

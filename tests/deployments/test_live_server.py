@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def served(people, project, version, sandbox):
+def served(jobs_stay_in_process, people, project, version, sandbox):
     deployment = services.deploy(project, actor=people["scientist"], name="Churn scoring", environment=sandbox,
                                  version=version)
     _, key = account_services.create_token(actor=people["viewer"], name="client")

@@ -37,7 +37,7 @@ def _fresh_serving(settings, tmp_path):
 
 
 @pytest.fixture
-def approved_versions(people, project, django_capture_on_commit_callbacks):
+def approved_versions(jobs_stay_in_process, people, project, django_capture_on_commit_callbacks):
     from sklearn.tree import DecisionTreeClassifier
 
     capture = django_capture_on_commit_callbacks

@@ -39,7 +39,7 @@ def test_viewer_sees_the_card_with_a_try_it_form(people, version, client_as):
     assert re.search(r'Training range 18 – 7\d', html)
     assert "churn-training v1" in html and 'data-stat="rows">200<' in html
     assert 'id="signature-table"' in html and "Export model card (HTML)" in html
-    assert "appear here once" in html  # approvals and deployments placeholders
+    assert 'id="deployments-heading"' in html  # the deployments app's section on the card
 
 
 def test_viewer_cannot_see_trust_archive_or_job_buttons(people, version, client_as):

@@ -63,6 +63,19 @@ ACTION_WORDS = {
     "approval.void": "Request void: the model file changed",
     "approval.self_decision_refused": "Refused: someone tried to approve their own work",
     "audit.packet_export": "Audit packet exported",
+    "deployment.create": "Deployed",
+    "deployment.promote": "New champion deployed",
+    "deployment.rollback": "Rolled back to the fallback",
+    "deployment.challenger": "Challenger changed",
+    "deployment.update": "Deployment settings changed",
+    "deployment.stop": "Deployment stopped",
+    "deployment.resume": "Deployment resumed",
+    "deployment.token_create": "Deployment token created",
+    "deployment.token_revoke": "Deployment token revoked",
+    "deployment.auto_deploy_refused": "Automatic deployment refused",
+    "deployment.package_export": "Container package downloaded",
+    "deployment.predictions_export": "Prediction log exported",
+    "deployment.batch_started": "Batch scoring started",
 }
 
 CHECK_WORDS = {True: "Done", False: "Missing", None: "Not applicable"}
