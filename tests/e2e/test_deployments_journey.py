@@ -128,10 +128,19 @@ def test_deploy_call_promote_and_roll_back_journey(portal, people, project, appr
     expect(latest).to_have_attribute("data-kind", "rolled_back")
     expect(latest).to_contain_text("admin")
     expect(latest).to_contain_text("v2 misses churners in the new region")
+
+    # The calls so far are in the prediction log: the curl call, Try it, and the refused Try it.
+    predlog.drain()
+    portal.click_to_page(page.get_by_role("link", name="Prediction log"))
+    expect(page.locator("#predictions-table tbody tr")).to_have_count(3)
+    expect(page.locator("#export-csv")).to_be_visible()
+    portal.check_a11y()
+    portal.click_to_page(page.locator("#predictions-table tbody tr").last.get_by_role("link"))
+    expect(page.locator("#inputs-table")).to_contain_text("age")
+    portal.check_a11y()
     _sign_out(portal, "admin")
 
     # The viewer sees the page, the snippets and Try it, the calls in the chart, and no change forms.
-    predlog.drain()
     portal.log_in("viewer")
     portal.click_to_page(page.get_by_role("link", name="Deployments", exact=True))
     portal.click_to_page(page.get_by_role("link", name="Churn (production)"))
