@@ -194,6 +194,7 @@ class Route:
     share: int
     max_rows: int
     rate_limit: int
+    fallback_id: int | None = None
 
 
 @dataclass
@@ -231,7 +232,24 @@ def _build(row) -> Route:
         deployment_id=row.pk, slug=row.slug, project=row.project, generation=row.generation,
         active=row.status == row.Status.ACTIVE, champion=_model(row.champion),
         challenger=_model(row.challenger) if row.challenger_id else None, mode=row.challenger_mode,
-        share=row.challenger_share, max_rows=row.effective_max_rows, rate_limit=row.effective_rate_limit)
+        share=row.challenger_share, max_rows=row.effective_max_rows, rate_limit=row.effective_rate_limit,
+        fallback_id=row.fallback_id)
+
+
+def _release_unused_models() -> None:
+    """Forget models no deployment in this process needs any more (old champions two rollouts back), so a
+    long-lived worker does not keep every version it ever served in memory."""
+    needed = set()
+    for state in list(_routes.values()):
+        route = state.current
+        if route is not None:
+            needed.update(v for v in (route.champion.version_id, route.challenger and route.challenger.version_id,
+                                      route.fallback_id) if v)
+        if state.loading is not None:
+            return  # a load in progress may be about to use a model not referenced yet
+    with _models_lock:
+        for version_id in [v for v in _models if v not in needed]:
+            del _models[version_id]
 
 
 def _ready(row) -> bool:
@@ -254,6 +272,7 @@ def _load_in_background(state: _RouteState, row) -> None:
         finally:
             with state.lock:
                 state.loading = None
+            _release_unused_models()
             close_old_connections()
 
     threading.Thread(target=work, name=f"load-{row.slug}", daemon=True).start()

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from apps.accounts import services as account_services
-from apps.deployments import predlog, services
+from apps.deployments import predlog, services, serving
 from apps.deployments.models import PredictionLog
 from apps.registry.evidence import load_predictor
 from tests.deployments.conftest import FEATURES, RaisingModel, SlowModel, custom_version, training_frame
@@ -309,3 +309,44 @@ def test_spooled_records_from_many_threads_are_drained_exactly_once(deployment):
     background.join()
     drained.append(predlog.drain())
     assert sum(drained) == 800 == PredictionLog.objects.filter(deployment=deployment).count()
+
+
+def test_old_models_are_released_from_the_process(people, deployment, version, version2, caller, rows,
+                                                  django_capture_on_commit_callbacks, settings):
+    settings.PORTAL_SERVING_CACHE_SECONDS = 0
+    assert post(caller, deployment, split(rows)).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        services.promote(deployment, version2, actor=people["scientist"])
+    deadline = time.monotonic() + 20
+    while not post(caller, deployment, split(rows))["X-Model-Version"].endswith("v2"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert set(serving._models) == {version.pk, version2.pk}  # v1 stays loaded: it is the fallback
+    third = services.deploy(deployment.project, actor=people["scientist"], name="Other",
+                            environment=deployment.environment, version=version2)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.set_status(deployment, actor=people["scientist"], active=False)
+    post(caller, deployment, split(rows))
+    serving._release_unused_models()
+    assert set(serving._models) == {version.pk, version2.pk}
+    serving._routes.clear()
+    serving._release_unused_models()
+    assert serving._models == {} and third.champion == version2
+
+
+def test_the_log_is_pruned_after_its_retention(deployment, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    old = predlog.new_record(request_id="old", deployment_id=deployment.pk, version_id=None, latency_ms=1.0,
+                             status=200)
+    old["t"] = (timezone.now() - timedelta(days=40)).timestamp()
+    new = predlog.new_record(request_id="new", deployment_id=deployment.pk, version_id=None, latency_ms=1.0,
+                             status=200)
+    predlog.insert([old, new])
+    settings.PORTAL_PREDICTION_LOG_DAYS = 0
+    assert predlog.prune() == 0  # 0 keeps everything
+    settings.PORTAL_PREDICTION_LOG_DAYS = 30
+    assert predlog.prune() == 1
+    assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["new"]
