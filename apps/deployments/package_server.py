@@ -90,6 +90,7 @@ class Scorer:
         raw = signature.to_dict().get("inputs") if signature is not None else None
         # The same {"name", "type", "required"} columns the portal keeps as the version's signature.
         self.inputs = [c for c in (json.loads(raw) if raw else []) if c.get("name")]
+        self.schema = protocol.Schema(self.inputs)
         self._predict = self.pyfunc.predict
         flavors = self.pyfunc.metadata.flavors
         loader = (flavors.get("python_function") or {}).get("loader_module", "")
@@ -269,7 +270,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             table = protocol.parse(body, self.headers.get("Content-Type", ""))
-            frame = protocol.check_rows(table, app.scorer.inputs, max_rows=app.max_rows)
+            frame = app.scorer.schema.frame(table, max_rows=app.max_rows)
         except protocol.PayloadError as exc:
             self._json(exc.status, {**exc.as_json(), "request_id": request_id}, request_id=request_id)
             return

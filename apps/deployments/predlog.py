@@ -100,6 +100,27 @@ def _append_spool(line: str) -> None:
 # --- Draining ------------------------------------------------------------------------------------------------
 
 
+def _inputs_of(record: dict):
+    """The request's rows as {"columns", "data"}: logged as such (batch), or parsed here from the body that was
+    sent (online requests log the raw body, so the hot path never re-serialises it)."""
+    if record.get("i") is not None or record.get("b") is None:
+        return record.get("i")
+    from apps.deployments import protocol
+
+    body = record["b"]
+    try:
+        table = protocol.parse(body.encode(), record.get("ct") or "")
+    except protocol.PayloadError:
+        return {"raw": body[:10_000]}  # a refused request: what was sent, as text
+    return {"columns": table.columns, "data": table.rows}
+
+
+def _outputs_of(record: dict):
+    if record.get("o") is not None or not record.get("oc"):
+        return record.get("o")
+    return json.loads(record["oc"]).get("predictions")
+
+
 def _row(record: dict):
     from apps.deployments.models import PredictionLog
 
@@ -108,7 +129,7 @@ def _row(record: dict):
         model_version_id=record.get("v"), role=record.get("role") or "champion", source=record.get("src") or "online",
         created_at=datetime.fromtimestamp(float(record["t"]), tz=UTC), latency_ms=record.get("ms"),
         status_code=int(record["s"]), caller=str(record.get("c") or "")[:150], caller_id=record.get("ci"),
-        row_count=int(record.get("n") or 0), inputs=record.get("i"), outputs=record.get("o"),
+        row_count=int(record.get("n") or 0), inputs=_inputs_of(record), outputs=_outputs_of(record),
         error=str(record.get("e") or ""))
 
 

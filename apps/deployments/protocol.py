@@ -234,54 +234,133 @@ def _datetimes(name: str, values: list, required: bool):
         raise PayloadError(f"Column “{name}” has a value that is not a date.", field=name) from None
 
 
-def check_rows(table: Table, inputs: list[dict], *, max_rows: int):
-    """The table as a DataFrame in the signature's column order and types; PayloadError naming the column if not.
+class _Slow(Exception):
+    """The fast numeric path met something it does not judge (a gap, a bool, a huge integer): check column by
+    column, which gives the exact message."""
 
-    `inputs` is the signature's named input columns ({"name", "type", "required"}); empty means no named
-    signature, and the rows go to the model as they came.
+
+class Schema:
+    """A signature's named inputs, prepared once per model: checks a Table and builds the DataFrame the model gets.
+
+    Requests whose columns are all numbers take a fast path: one type pass over the values, one NumPy matrix,
+    and a DataFrame over it with a column index made once (building a 30-column frame column by column costs
+    ~0.5 ms, over the matrix ~0.02 ms). Anything the fast path does not accept is checked column by column,
+    which also gives the message naming the column, the row and the value.
     """
+
+    def __init__(self, inputs: list[dict]):
+        import pandas as pd
+
+        self.inputs = inputs
+        self.names = [c["name"] for c in inputs]
+        self.name_set = set(self.names)
+        self.index = pd.Index(self.names) if self.names else None
+        kinds = [c.get("type", "string") for c in inputs]
+        self.dtypes = [INTEGER_TYPES.get(k) or FLOAT_TYPES.get(k) for k in kinds]
+        self.numeric = bool(inputs) and all(self.dtypes)
+        self.all_float64 = self.numeric and all(d == "float64" for d in self.dtypes)
+
+    def frame(self, table: Table, *, max_rows: int):
+        """The table as a DataFrame in the signature's column order and types; PayloadError naming the column if
+        not. Without named inputs the rows go to the model as they came."""
+        import pandas as pd
+
+        if not table.rows:
+            raise PayloadError("There are no rows to score.")
+        if len(table.rows) > max_rows:
+            raise PayloadError(f"{len(table.rows):,} rows is more than this deployment's limit of {max_rows:,} per "
+                               "request: split the request, or use batch scoring for large files.",
+                               field="rows", status=413)
+        if not self.inputs:
+            return pd.DataFrame(table.rows, columns=table.columns)
+        if table.columns is None:
+            if len(table.rows[0]) != len(self.names):
+                raise PayloadError(f"Rows without column names must have one value per input in the signature's "
+                                   f"order ({', '.join(self.names)}); got {len(table.rows[0])}.", field="columns")
+            table = Table(self.names, table.rows)
+        if self.numeric and table.columns == self.names:
+            try:
+                return self._numeric_frame(table.rows)
+            except _Slow:
+                pass
+        return self._checked_frame(table)
+
+    def _numeric_frame(self, rows: list[list]):
+        import numpy as np
+        import pandas as pd
+
+        for row in rows:
+            for value in row:
+                kind = type(value)
+                if kind is not float and kind is not int:
+                    raise _Slow
+        try:
+            matrix = np.array(rows, dtype="float64")
+        except (OverflowError, ValueError):
+            raise _Slow from None
+        if not np.isfinite(matrix).all():
+            raise _Slow
+        if self.all_float64:
+            return pd.DataFrame(matrix, columns=self.index, copy=False)
+        arrays = []
+        for i, dtype in enumerate(self.dtypes):
+            column = matrix[:, i]
+            if dtype.startswith("int"):
+                if (column != np.trunc(column)).any() or (np.abs(column) > 2**53).any():
+                    raise _Slow  # fractions are refused, huge integers are taken exactly: both column by column
+                column = column.astype(dtype)
+            elif dtype != "float64":
+                column = column.astype(dtype)
+            arrays.append(column)
+        return _frame_of(arrays, self.index, self.names)
+
+    def _checked_frame(self, table: Table):
+        position = {name: i for i, name in enumerate(table.columns)}
+        unknown = [name for name in table.columns if name not in self.name_set]
+        if unknown:
+            raise PayloadError(f"The model has no input called “{unknown[0]}” (its inputs: {', '.join(self.names)}).",
+                               field=unknown[0])
+        arrays = []
+        for column in self.inputs:
+            name, kind, required = column["name"], column.get("type", "string"), column.get("required", True)
+            if name not in position:
+                if required:
+                    raise PayloadError(f"Column “{name}” is missing: the model needs it.", field=name)
+                arrays.append([None] * len(table.rows))
+                continue
+            index = position[name]
+            values = [row[index] for row in table.rows]
+            if kind in INTEGER_TYPES:
+                arrays.append(_integers(name, values, INTEGER_TYPES[kind], required))
+            elif kind in FLOAT_TYPES:
+                arrays.append(_floats(name, values, FLOAT_TYPES[kind], required))
+            elif kind == "boolean":
+                arrays.append(_booleans(name, values, required))
+            elif kind == "datetime":
+                arrays.append(_datetimes(name, values, required))
+            else:
+                arrays.append(_strings(name, values, required))
+        return _frame_of(arrays, self.index, self.names)
+
+
+def _frame_of(arrays: list, index, names: list[str]):
+    import numpy as np
     import pandas as pd
 
-    if not table.rows:
-        raise PayloadError("There are no rows to score.")
-    if len(table.rows) > max_rows:
-        raise PayloadError(f"{len(table.rows):,} rows is more than this deployment's limit of {max_rows:,} per "
-                           "request: split the request, or use batch scoring for large files.",
-                           field="rows", status=413)
-    if not inputs:
-        return pd.DataFrame(table.rows, columns=table.columns)
-    names = [c["name"] for c in inputs]
-    if table.columns is None:
-        if len(table.rows[0]) != len(names):
-            raise PayloadError(f"Rows without column names must have one value per input in the signature's order "
-                               f"({', '.join(names)}); got {len(table.rows[0])}.", field="columns")
-        table = Table(names, table.rows)
-    position = {name: i for i, name in enumerate(table.columns)}
-    unknown = [name for name in table.columns if name not in set(names)]
-    if unknown:
-        raise PayloadError(f"The model has no input called “{unknown[0]}” (its inputs: {', '.join(names)}).",
-                           field=unknown[0])
-    data = {}
-    for column in inputs:
-        name, kind, required = column["name"], column.get("type", "string"), column.get("required", True)
-        if name not in position:
-            if required:
-                raise PayloadError(f"Column “{name}” is missing: the model needs it.", field=name)
-            data[name] = [None] * len(table.rows)
-            continue
-        index = position[name]
-        values = [row[index] for row in table.rows]
-        if kind in INTEGER_TYPES:
-            data[name] = _integers(name, values, INTEGER_TYPES[kind], required)
-        elif kind in FLOAT_TYPES:
-            data[name] = _floats(name, values, FLOAT_TYPES[kind], required)
-        elif kind == "boolean":
-            data[name] = _booleans(name, values, required)
-        elif kind == "datetime":
-            data[name] = _datetimes(name, values, required)
-        else:
-            data[name] = _strings(name, values, required)
-    return pd.DataFrame(data, columns=names)
+    if all(isinstance(a, np.ndarray) and a.ndim == 1 for a in arrays):
+        # NumPy columns of one length, already typed: skip pandas' per-column inference (~6x faster for 30
+        # columns). A private constructor, so any change in pandas falls back to the public one below.
+        try:
+            return pd.DataFrame._from_arrays(arrays, columns=index, index=pd.RangeIndex(len(arrays[0])),
+                                             verify_integrity=False)
+        except (AttributeError, TypeError):
+            pass
+    return pd.DataFrame(dict(zip(names, arrays, strict=True)), columns=index)
+
+
+def check_rows(table: Table, inputs: list[dict], *, max_rows: int):
+    """The table as a DataFrame in the signature's column order and types (see Schema.frame)."""
+    return Schema(inputs).frame(table, max_rows=max_rows)
 
 
 # --- Answers ------------------------------------------------------------------------------------------------

@@ -289,7 +289,9 @@ def test_csv_export_has_one_line_per_scored_row_and_is_audited(deployment, versi
     positional = frame[frame.request_id == logged["positional"]].iloc[0]
     assert positional["tenure"] == rows["tenure"].iloc[0]
     refused = frame[frame.request_id == logged["refused"]].iloc[0]
-    assert pd.isna(refused["row"]) and refused["status_code"] == 400 and "missing" in refused["error"]
+    # A refused request's line carries what was sent, with no prediction.
+    assert refused["row"] == 0 and refused["age"] == 30 and pd.isna(refused["prediction"])
+    assert refused["status_code"] == 400 and "missing" in refused["error"]
     assert frame["created_at"].is_monotonic_increasing
     event = AuditEvent.objects.get(action="deployment.predictions_export")
     assert event.actor == people["admin"] and event.project == deployment.project

@@ -350,3 +350,12 @@ def test_the_log_is_pruned_after_its_retention(deployment, settings):
     settings.PORTAL_PREDICTION_LOG_DAYS = 30
     assert predlog.prune() == 1
     assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["new"]
+
+
+def test_a_refused_request_is_logged_with_what_was_sent(deployment, caller):
+    body = '{"dataframe_records": [{"age": "old", "income": 1.0, "tenure": 2}]}'
+    response = post(caller, deployment, body)
+    predlog.drain()
+    log = PredictionLog.objects.get(request_id=response["X-Request-ID"])
+    assert log.status_code == 400 and "age" in log.error
+    assert log.inputs == {"columns": FEATURES, "data": [["old", 1.0, 2]]} and log.outputs is None
