@@ -250,16 +250,16 @@ django.setup()
 from django.conf import settings
 from django.test import Client, RequestFactory
 from apps.deployments import protocol, serving
-spec = json.loads(sys.argv[1])
-n = spec["n"]
+spec = json.loads(open(sys.argv[1]).read())
 factory, client = RequestFactory(), Client(HTTP_HOST="127.0.0.1")
 report = {}
-for kind in ("forest", "onnx"):
-    slug, body = spec[kind], spec["body"].encode()
+for kind, body, n in [(k, b, c) for k in ("forest", "onnx") for b, c in ((spec["body"], spec["n"]),
+                                                                          (spec["batch"], max(10, spec["n"] // 20)))]:
+    slug, body = spec[kind], body.encode()
     path = f"/api/v1/deployments/{slug}/invocations"
     auth = {"HTTP_AUTHORIZATION": "Token " + spec["token"]}
     make = lambda: factory.post(path, data=body, content_type="application/json", **auth)
-    for _ in range(200):
+    for _ in range(min(n, 200)):
         assert serving.invoke(make(), slug).status == 200
     steps = {k: [] for k in ("authenticate", "route_for", "rate_limited", "read+parse", "check_rows",
                              "run_model (pool)", "model.predict (direct)", "predictions_list+dumps", "log (push)")}
@@ -302,17 +302,20 @@ for kind in ("forest", "onnx"):
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("tottime").print_stats(20)
     stats.sort_stats("cumulative").print_stats(45)
-    report[kind] = {"steps_p50_ms": timings, "invoke_p50_ms": round(statistics.median(whole), 4),
-                    "django_stack_p50_ms": round(statistics.median(stack), 4), "profile": text.getvalue()}
+    report[f"{kind}, {len(table.rows):,} row(s)"] = {
+        "steps_p50_ms": timings, "invoke_p50_ms": round(statistics.median(whole), 4),
+        "django_stack_p50_ms": round(statistics.median(stack), 4), "profile": text.getvalue()}
 print(json.dumps(report))
 """
 
 
-def profile(setup: dict, features, env: dict, n: int) -> None:
+def profile(setup: dict, features, env: dict, n: int, rows: int, work: Path) -> None:
     """Where the portal's time goes, in-process: each step of `serving.invoke`, the whole call, and Django's stack."""
     spec = {"forest": setup["forest"]["slug"], "onnx": setup["onnx"]["slug"], "token": setup["bench_token"],
-            "body": payload(features, [0]).decode(), "n": n}
-    report = django_child(_PROFILE, [json.dumps(spec)], env)
+            "body": payload(features, [0]).decode(), "n": n,
+            "batch": payload(features, [i % len(features) for i in range(rows)]).decode()}
+    (work / "profile.json").write_text(json.dumps(spec))  # the batch body is too long for an argument
+    report = django_child(_PROFILE, [str(work / "profile.json")], env)
     for kind, part in report.items():
         print(f"== {kind}: invoke p50 {part['invoke_p50_ms']} ms; through Django's middleware (test Client) p50 "
               f"{part['django_stack_p50_ms']} ms")
@@ -355,9 +358,9 @@ class Server:
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log.open("wb"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
-    def tail(self) -> str:
+    def tail(self, chars: int = 3000) -> str:
         try:
-            return self.log.read_text(errors="replace")[-3000:]
+            return self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
 
@@ -525,6 +528,7 @@ def main() -> None:
     import pandas as pd
     import sklearn
 
+    load_before = os.getloadavg()
     state = Throwaway(args.database_url, args.redis_url)
     servers: list[Server] = []
     try:
@@ -534,7 +538,7 @@ def main() -> None:
         setup = set_up_portal(state, work, models["features"])
         env = state.env()
         if args.profile:
-            profile(setup, models["features"], env, args.profile)
+            profile(setup, models["features"], env, args.profile, args.rows, work)
             return
         portal_port, mlflow_port = free_port(), free_port()
         # The repository's gunicorn.conf.py (what production runs), with one worker on a loopback port.
@@ -641,16 +645,19 @@ def main() -> None:
                            "met": {"<=": value <= target, ">=": value >= target, "<": value < target,
                                    "==": value == target}[op]}
                     for name, (value, target, op) in targets_met.items()}
+        recycled = servers[0].tail(10**9).count("Booting worker") - 1
         report = {
             "machine": machine_facts(mlflow=mlflow.__version__, sklearn=sklearn.__version__,
                                      onnxruntime=onnxruntime.__version__, pandas=pd.__version__,
                                      database="postgresql" if state.database_url else "sqlite",
-                                     log_buffer="redis" if args.redis_url else "spool files"),
+                                     log_buffer="redis" if args.redis_url else "spool files",
+                                     load_average=f"{load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} "
+                                                  f"at the end (1 min)"),
             "settings": {"duration_s": args.duration, "repeat": args.repeat, "rows": args.rows,
                          "concurrency": args.concurrency, "burst_s": args.burst_seconds, "trees": args.trees,
                          "gunicorn": f"{args.worker_class}" + (f", {args.threads} thread(s)"
                                                                if args.worker_class == "gthread" else ""),
-                         "onnx_agrees_with_sklearn": loads["agreement"]},
+                         "onnx_agrees_with_sklearn": loads["agreement"], "portal_worker_restarts": recycled},
             "results": results, "burst": burst, "targets": verdicts, "failures": failures,
         }
         if args.json:
