@@ -29,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # protocol.py is a sibling, whatever the working directory
 
+import predictors  # noqa: E402  (the portal's way of running the model, copied into the package)
 import protocol  # noqa: E402  (the portal's own payload parser, copied into the package)
 
 logger = logging.getLogger("serve")
@@ -48,7 +49,7 @@ def read_manifest(root: Path) -> dict:
 
 
 # With model/: what runs or is loaded. README, Dockerfile and requirements.txt may be edited (a local index, say).
-RUNS = ("serve.py", "protocol.py")
+RUNS = ("serve.py", "protocol.py", "predictors.py")
 
 
 def verify(root: Path, manifest: dict) -> int:
@@ -75,14 +76,10 @@ def verify(root: Path, manifest: dict) -> int:
 
 
 class Scorer:
-    """The model, loaded once, predicting on a DataFrame already checked against its signature.
+    """The model, loaded once, predicting on a DataFrame already checked against its signature, by the same
+    path the portal takes (`predictors.choose`, shipped beside this file): same answers, same speed."""
 
-    Mirrors the portal's serving path (apps/deployments/serving.ServingModel) so the answers are the same:
-    scikit-learn models are called directly and single-input ONNX models run on the matrix; anything else
-    goes through the pyfunc.
-    """
-
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, typical: dict | None = None):
         import mlflow.pyfunc
 
         self.pyfunc = mlflow.pyfunc.load_model(str(model_dir))
@@ -91,35 +88,7 @@ class Scorer:
         # The same {"name", "type", "required"} columns the portal keeps as the version's signature.
         self.inputs = [c for c in (json.loads(raw) if raw else []) if c.get("name")]
         self.schema = protocol.Schema(self.inputs)
-        self._predict = self.pyfunc.predict
-        flavors = self.pyfunc.metadata.flavors
-        loader = (flavors.get("python_function") or {}).get("loader_module", "")
-        impl = getattr(self.pyfunc, "_model_impl", None)
-        if loader == "mlflow.sklearn" and (native := self._raw_model()) is not None:
-            self._predict = native.predict
-        elif hasattr(impl, "rt") and len(getattr(impl, "inputs", ())) == 1:
-            self._predict = self._onnx(impl.rt)
-
-    def _raw_model(self):
-        try:
-            return self.pyfunc.get_raw_model()
-        except Exception as exc:  # not every flavour exposes its raw model; the pyfunc path still works
-            logger.debug("no raw model (%s): predicting through the pyfunc", exc)
-            return None
-
-    @staticmethod
-    def _onnx(session):
-        import numpy as np
-
-        entry = session.get_inputs()[0]
-        dtype = {"tensor(double)": np.float64, "tensor(int64)": np.int64,
-                 "tensor(int32)": np.int32}.get(entry.type, np.float32)
-        name = entry.name
-
-        def predict(frame):
-            return session.run(None, {name: frame.to_numpy(dtype=dtype)})[0]
-
-        return predict
+        self._predict, self.path = predictors.choose(self.pyfunc, self.schema, typical)
 
     def predict(self, frame):
         return self._predict(frame)
@@ -305,7 +274,7 @@ def build_server(root: Path, *, host: str, port: int, max_rows: int, max_body_by
     manifest = read_manifest(root)
     if check and manifest:
         verify(root, manifest)
-    scorer = Scorer(root / "model")
+    scorer = Scorer(root / "model", typical=manifest.get("typical"))
     app = App(scorer, manifest=manifest, max_rows=max_rows, max_body_bytes=max_body_bytes, timeout=timeout)
     handler = type("BoundHandler", (Handler,), {"app": app})
     server = Server((host, port), handler)

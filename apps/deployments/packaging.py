@@ -36,12 +36,14 @@ from apps.audit import services as audit
 from apps.deployments import services
 from apps.deployments.models import Deployment
 from apps.registry import mlflow_store
+from apps.registry.evidence.predictor import reference_values
 from apps.registry.models import ModelVersion
 
 FORMAT = 1
 HERE = Path(__file__).resolve().parent
 SERVER_SOURCE = HERE / "package_server.py"
 PROTOCOL_SOURCE = HERE / "protocol.py"
+PREDICTORS_SOURCE = HERE / "predictors.py"
 PINNED = ("mlflow", "pandas", "numpy")  # what serve.py and protocol.py themselves need, at the versions tested here
 PORT = 8080
 
@@ -225,11 +227,13 @@ deployment `{deployment.slug}` ({deployment.environment.name}, project {deployme
 
 - `model/`: the MLflow model, exactly as stored in Portal.
 - `serve.py`: a small scoring server (Python standard library + MLflow), speaking MLflow's scoring protocol
-  like Portal's invocations endpoint; `protocol.py` is Portal's own payload parser, so both answer the same
+  like Portal's invocations endpoint; `protocol.py` is Portal's own payload parser and `predictors.py` its way
+  of running the model, so both answer the same
   payloads with the same predictions and the same errors.
 - `requirements.txt`, `Dockerfile` (python:{manifest['python']}-slim, non-root user, port {PORT}).
 - `MANIFEST.json`: where this came from and the SHA-256 of every file. At start-up `serve.py` checks the model,
-  itself and `protocol.py` against it and refuses to start if any differs (`--skip-verify` turns that off).
+  itself, `protocol.py` and `predictors.py` against it and refuses to start if any differs (`--skip-verify`
+  turns that off).
 
 ## Build and run with Docker
 
@@ -297,6 +301,7 @@ def _build(deployment: Deployment, version: ModelVersion, model_dir: Path, *, ac
     generated = {
         "serve.py": SERVER_SOURCE.read_bytes(),
         "protocol.py": PROTOCOL_SOURCE.read_bytes(),
+        "predictors.py": PREDICTORS_SOURCE.read_bytes(),
         "requirements.txt": ("\n".join(requirements(model_dir)) + "\n").encode(),
         "Dockerfile": dockerfile(python).encode(),
     }
@@ -313,6 +318,9 @@ def _build(deployment: Deployment, version: ModelVersion, model_dir: Path, *, ac
                   "trusted_by": version.trusted_by.get_username() if version.trusted_by_id else None,
                   "trusted_sha256": version.trusted_sha256 or None},
         "signature": version.signature,
+        # Typical input values (training medians): the forest fast path checks itself on a sample around them.
+        "typical": {name: value for name, value in reference_values(version).items()
+                    if isinstance(value, int | float) and not isinstance(value, bool)},
         "limits": {"max_rows": deployment.effective_max_rows,
                    "max_body_bytes": settings.PORTAL_SERVING_MAX_BODY_BYTES,
                    "timeout_seconds": settings.PORTAL_SERVING_TIMEOUT_SECONDS},

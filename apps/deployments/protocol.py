@@ -285,6 +285,10 @@ class Schema:
                 pass
         return self._checked_frame(table)
 
+    def rows_frame(self, rows: list[list]):
+        """Rows in the signature's order (as Python values) checked into the model's DataFrame."""
+        return self.frame(Table(self.names, rows), max_rows=max(1, len(rows)))
+
     def _numeric_frame(self, rows: list[list]):
         import numpy as np
         import pandas as pd

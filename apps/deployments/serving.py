@@ -132,42 +132,20 @@ def authenticate(request) -> Caller:
 
 
 class ServingModel:
-    """A version ready to predict on a checked DataFrame, by the shortest path its flavour allows.
-
-    The signature was already enforced by protocol.Schema, so scikit-learn models are called directly
-    and ONNX sessions run on the matrix, skipping MLflow's second, slower enforcement; anything else goes
-    through the pyfunc.
-    """
+    """A version ready to predict on a checked DataFrame, by the shortest path its flavour allows
+    (predictors.choose: scikit-learn directly, forests through their verified fast path, ONNX on the matrix)."""
 
     def __init__(self, version, pyfunc):
-        from apps.registry.evidence.predictor import input_columns, raw_model
+        from apps.deployments import predictors
+        from apps.registry.evidence.predictor import input_columns, reference_values
 
         self.version_id = version.pk
         self.label = f"{version.model.slug} v{version.number}"
         self.inputs = input_columns(version)
         self.schema = protocol.Schema(self.inputs)
         self.pyfunc = pyfunc
-        self._predict = pyfunc.predict
-        loader = (pyfunc.metadata.flavors.get("python_function") or {}).get("loader_module", "")
-        impl = getattr(pyfunc, "_model_impl", None)
-        if loader == "mlflow.sklearn" and (native := raw_model(pyfunc)) is not None:
-            self._predict = native.predict
-        elif hasattr(impl, "rt") and len(getattr(impl, "inputs", ())) == 1:
-            self._predict = self._onnx(impl.rt)
-
-    @staticmethod
-    def _onnx(session):
-        import numpy as np
-
-        entry = session.get_inputs()[0]
-        dtype = {"tensor(double)": np.float64, "tensor(int64)": np.int64,
-                 "tensor(int32)": np.int32}.get(entry.type, np.float32)
-        name = entry.name
-
-        def predict(frame):
-            return session.run(None, {name: frame.to_numpy(dtype=dtype)})[0]
-
-        return predict
+        typical = reference_values(version) if self.schema.numeric else None
+        self._predict, self.path = predictors.choose(pyfunc, self.schema, typical, label=self.label)
 
     def predict(self, frame):
         return self._predict(frame)
@@ -224,8 +202,11 @@ def _model(version) -> ServingModel:
 def _fetch(slug: str):
     from apps.deployments.models import Deployment
 
-    return (Deployment.objects.select_related("project", "champion__model", "challenger__model", "fallback__model")
-            .filter(slug=slug).first())
+    # Everything loading a model reads comes with the row (the training profile gives the typical values), so
+    # the background loader never queries: it may run before the change that started it is visible to it.
+    related = [f"{role}__{part}" for role in ("champion", "challenger", "fallback")
+               for part in ("model", "training_dataset")]
+    return Deployment.objects.select_related("project", *related).filter(slug=slug).first()
 
 
 def _build(row) -> Route:

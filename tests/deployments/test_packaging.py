@@ -129,7 +129,7 @@ def _without_request_id(body: dict) -> dict:
 def test_archive_server_answers_like_the_portal(people, deployment, api_as, tmp_path):
     api = api_as(people["scientist"])
     root, _ = _download(api, deployment, tmp_path)
-    assert {p.name for p in root.iterdir()} == {"model", "serve.py", "protocol.py", "requirements.txt",
+    assert {p.name for p in root.iterdir()} == {"model", "serve.py", "protocol.py", "predictors.py", "requirements.txt",
                                                 "Dockerfile", "README.md", "MANIFEST.json"}
     server = Server(root).wait()
     try:
