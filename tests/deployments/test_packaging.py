@@ -295,7 +295,9 @@ def test_gunicorn_config_defaults_suit_serving(monkeypatch):
     assert config["workers"] == config["cpus"]() >= 1
     assert config["worker_class"] == "gthread" and config["threads"] == 4
     assert config["timeout"] > 30 and config["graceful_timeout"] > 30 and config["keepalive"] > 60
-    assert config["max_requests"] > 0 and 0 < config["max_requests_jitter"] < config["max_requests"]
+    assert config["max_requests"] == 0  # recycling drops keep-alive POSTs: only on request
+    recycled = _gunicorn_config(monkeypatch, WEB_MAX_REQUESTS="20000")
+    assert 0 < recycled["max_requests_jitter"] < recycled["max_requests"] == 20000
     assert config["preload_app"] is False
 
 
