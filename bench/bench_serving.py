@@ -261,7 +261,7 @@ for kind, body, n in [(k, b, c) for k in ("forest", "onnx") for b, c in ((spec["
     make = lambda: factory.post(path, data=body, content_type="application/json", **auth)
     for _ in range(min(n, 200)):
         assert serving.invoke(make(), slug).status == 200
-    steps = {k: [] for k in ("authenticate", "route_for", "rate_limited", "read+parse", "check_rows",
+    steps = {k: [] for k in ("authenticate", "route_for", "rate_limited", "read+parse", "signature check",
                              "run_model (pool)", "model.predict (direct)", "predictions_list+dumps", "log (push)")}
     for _ in range(n):
         request = make()
@@ -269,15 +269,16 @@ for kind, body, n in [(k, b, c) for k in ("forest", "onnx") for b, c in ((spec["
         caller = serving.authenticate(request); marks.append(time.perf_counter())
         route = serving.route_for(slug); marks.append(time.perf_counter())
         serving.rate_limited(caller, route); marks.append(time.perf_counter())
-        table = protocol.parse(serving._read_body(request, settings.PORTAL_SERVING_MAX_BODY_BYTES),
-                               request.META["CONTENT_TYPE"]); marks.append(time.perf_counter())
-        frame = protocol.check_rows(table, route.champion.inputs, max_rows=route.max_rows)
+        body = serving._read_body(request, settings.PORTAL_SERVING_MAX_BODY_BYTES)
+        table = protocol.parse(body, request.META["CONTENT_TYPE"]); marks.append(time.perf_counter())
+        frame = route.champion.schema.frame(table, max_rows=route.max_rows)  # as invoke() does
         marks.append(time.perf_counter())
         output = serving.run_model(route.champion, frame); marks.append(time.perf_counter())
         route.champion.predict(frame); marks.append(time.perf_counter())
         content = protocol.dumps({"predictions": protocol.predictions_list(output)}); marks.append(time.perf_counter())
-        serving._log(route, route.champion, "champion", "profile", marks[0], caller, 200, table=table,
-                     outputs=protocol.predictions_list(output)); marks.append(time.perf_counter())
+        serving._log(route, route.champion, "champion", "profile", marks[0], caller, 200,
+                     sent=(body, request.META["CONTENT_TYPE"]), table=table, answer=content)
+        marks.append(time.perf_counter())
         for name, a, b in zip(steps, marks, marks[1:]):
             steps[name].append((b - a) * 1000)
     timings = {name: round(statistics.median(v), 4) for name, v in steps.items()}
