@@ -186,6 +186,17 @@ def _version_in(project, ref, field: str) -> ModelVersion:
     return version
 
 
+PREDICTION_FILTER_PARAMETERS = [
+    OpenApiParameter("status", str, description="ok, error or an HTTP status code"),
+    OpenApiParameter("role", str, description="champion, canary or shadow"),
+    OpenApiParameter("source", str, description="online or batch"),
+    OpenApiParameter("version", int, description="model version number"),
+    OpenApiParameter("request_id", str),
+    OpenApiParameter("from", str, description="date or ISO time (inclusive)"),
+    OpenApiParameter("to", str, description="date or ISO time (exclusive)"),
+]
+
+
 def prediction_filters(queryset, params):
     """The prediction log's filters, shared by the API and the page: status, role, version, request id, time."""
     from django.utils.dateparse import parse_date, parse_datetime
@@ -371,15 +382,7 @@ class DeploymentViewSet(viewsets.GenericViewSet):
         instance.refresh_from_db()
         return Response(TokenSerializer(instance).data)
 
-    @extend_schema(parameters=[
-        OpenApiParameter("status", str, description="ok, error or an HTTP status code"),
-        OpenApiParameter("role", str, description="champion, canary or shadow"),
-        OpenApiParameter("source", str, description="online or batch"),
-        OpenApiParameter("version", int, description="model version number"),
-        OpenApiParameter("request_id", str),
-        OpenApiParameter("from", str, description="date or ISO time (inclusive)"),
-        OpenApiParameter("to", str, description="date or ISO time (exclusive)"),
-    ], responses={200: PredictionSerializer(many=True)})
+    @extend_schema(parameters=PREDICTION_FILTER_PARAMETERS, responses={200: PredictionSerializer(many=True)})
     def predictions(self, request, slug=None):
         """What the deployment served, newest first (written by the log drain every few seconds). Inputs, outputs
         and errors are null for roles that may not see personal data (viewers)."""

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import Action, can, token_allows
 from apps.deployments import export
-from apps.deployments.api import PredictionSerializer, prediction_filters
+from apps.deployments.api import PREDICTION_FILTER_PARAMETERS, PredictionSerializer, prediction_filters
 from apps.deployments.models import Deployment
 
 
@@ -36,15 +36,6 @@ class _IgnoreFormatParameter(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-FILTER_PARAMETERS = [
-    OpenApiParameter("status", str, description="ok, error or an HTTP status code"),
-    OpenApiParameter("role", str, description="champion, canary or shadow"),
-    OpenApiParameter("source", str, description="online or batch"),
-    OpenApiParameter("version", int, description="model version number"),
-    OpenApiParameter("request_id", str),
-    OpenApiParameter("from", str, description="date or ISO time (inclusive)"),
-    OpenApiParameter("to", str, description="date or ISO time (exclusive)"),
-]
 
 
 class PredictionExportView(APIView):
@@ -55,7 +46,7 @@ class PredictionExportView(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=list(export.FORMATS), description="csv (default) or parquet"),
-                    *FILTER_PARAMETERS],
+                    *PREDICTION_FILTER_PARAMETERS],
         responses={(200, "text/csv"): OpenApiTypes.BINARY,
                    (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
                    400: OpenApiResponse(description="a bad filter or format, named in `errors`"),
