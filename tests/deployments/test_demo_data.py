@@ -39,7 +39,7 @@ def test_demo_deployment_has_a_day_of_real_predictions_and_loading_again_changes
     times = [log.created_at for log in logs]
     assert min(times) >= now - timedelta(hours=24, minutes=1) and max(times) <= now
     assert max(times) - min(times) > timedelta(hours=18)  # spread over the day, not a burst
-    assert len({round(log.latency_ms, 1) for log in logs}) > 50
+    assert len({round(log.latency_ms, 2) for log in logs}) > 50  # varying, not one made-up number
     refused = [log for log in logs if log.status_code != 200]
     assert 1 <= len(refused) <= len(logs) // 10
     assert all(log.status_code == 400 and log.error and log.inputs is None for log in refused)
