@@ -396,6 +396,11 @@ SPECTACULAR_SETTINGS = {
         "ApprovalStatusEnum": "apps.approvals.models.ApprovalRequest.Status",
         "DecisionVerdictEnum": "apps.approvals.models.Decision.Verdict",
         "ValidationVerdictEnum": "apps.registry.models.ModelValidation.Verdict",
+        "DeploymentStatusEnum": "apps.deployments.models.Deployment.Status",
+        "ChallengerModeEnum": "apps.deployments.models.Deployment.ChallengerMode",
+        "PredictionRoleEnum": "apps.deployments.models.PredictionLog.Role",
+        "PredictionSourceEnum": "apps.deployments.models.PredictionLog.Source",
+        "MembershipRoleEnum": "apps.accounts.models.Membership.Role",
     },
 }
 

@@ -154,21 +154,24 @@ def test_a_registered_section_appears_in_its_place_and_an_empty_one_is_left_out(
                 "tables": [{"caption": "Deployments", "columns": ["Environment", "Since"],
                             "rows": [["production", packet.when(approved.decided_at)]]}]}
 
-    packet.register_section("deployments", "Deployment history", packet.ORDER_DEPLOYMENTS, history)
-    packet.register_section("monitoring", "Monitoring summary", packet.ORDER_MONITORING, lambda v, u: None)
+    # Keys of their own: the real apps register "deployments" and "monitoring" (a version never deployed has
+    # nothing in the real "deployments" section, which is then left out).
+    packet.register_section("example-history", "Deployment history", packet.ORDER_DEPLOYMENTS + 1, history)
+    packet.register_section("example-empty", "Monitoring summary", packet.ORDER_MONITORING + 1, lambda v, u: None)
     try:
         html = client_as(people["viewer"]).get(page_url(version)).content.decode()
     finally:
-        packet.unregister_section("deployments")
-        packet.unregister_section("monitoring")
+        packet.unregister_section("example-history")
+        packet.unregister_section("example-empty")
     order = re.findall(r'data-section="([\w-]+)"', html)
-    assert order == ["card", "lineage", "validation", "approvals", "deployments", "audit"]
-    block = html[html.index('data-section="deployments"'):html.index('data-section="audit"')]
+    assert order == ["card", "lineage", "validation", "approvals", "example-history", "audit"]
+    block = html[html.index('data-section="example-history"'):html.index('data-section="audit"')]
     assert "6. Audit trail" in html and "5. Deployment history" in block
     assert "Where v1 ran." in block and "viewer" in block
     assert f'datetime="{approved.decided_at.isoformat(timespec="seconds")}"' in block
     assert "Monitoring summary" not in html
-    assert "deployments" not in [s.key for s in packet.registered_sections()]
+    assert "example-history" not in [s.key for s in packet.registered_sections()]
+    assert "deployments" in [s.key for s in packet.registered_sections()]  # the real one is untouched
 
 
 def test_a_failing_section_does_not_stop_the_packet(people, version, client_as):
