@@ -174,6 +174,7 @@ class Route:
     max_rows: int
     rate_limit: int
     fallback_id: int | None = None
+    refusal: str = ""  # why an active deployment answers 503 (its champion can no longer serve)
 
 
 @dataclass
@@ -215,7 +216,15 @@ def _build(row) -> Route:
         active=row.status == row.Status.ACTIVE, champion=_model(row.champion),
         challenger=_model(row.challenger) if row.challenger_id else None, mode=row.challenger_mode,
         share=row.challenger_share, max_rows=row.effective_max_rows, rate_limit=row.effective_rate_limit,
-        fallback_id=row.fallback_id)
+        fallback_id=row.fallback_id, refusal=_champion_refusal(row))
+
+
+def _champion_refusal(row) -> str:
+    version = row.champion
+    if version.is_servable:
+        return ""
+    return (f"{version.model.name} v{version.number} is {version.get_status_display().lower()} and can no longer "
+            "serve: roll back, or deploy another version.")
 
 
 def _release_unused_models() -> None:
@@ -245,7 +254,7 @@ def _load_in_background(state: _RouteState, row) -> None:
         try:
             route = _build(row)
             with state.lock:
-                if state.current is None or state.current.generation < route.generation:
+                if _replaces(route, state.current):
                     state.current = route  # the swap: requests from now on see the new versions
             if row.fallback_id:
                 _model(row.fallback)  # warm, so a rollback swaps at once too
@@ -277,7 +286,8 @@ def route_for(slug: str) -> Route | None:
     with state.lock:
         state.checked_at = now
         current = state.current
-        if current is not None and current.generation >= row.generation:
+        if current is not None and current.generation >= row.generation and \
+                bool(current.refusal) == bool(_champion_refusal(row)):
             return current
         if current is not None and not _ready(row):
             if state.loading != row.generation:
@@ -286,9 +296,16 @@ def route_for(slug: str) -> Route | None:
             return current  # the old versions keep answering until the new ones are loaded
     route = _build(row)  # first request in this process, or the versions are already loaded: swap now
     with state.lock:
-        if state.current is None or state.current.generation < route.generation:
+        if _replaces(route, state.current):
             state.current = route
         return state.current
+
+
+def _replaces(route: Route, current: Route | None) -> bool:
+    """A later generation, or the same one whose champion stopped (or started again) being servable."""
+    if current is None or route.generation > current.generation:
+        return True
+    return route.generation == current.generation and route.refusal != current.refusal
 
 
 def forget_route(slug: str) -> None:
@@ -431,6 +448,8 @@ def invoke(request, slug: str) -> Answer:
         return _error(404, "No such deployment, or this token may not call it.")
     if not route.active:
         return _error(503, "This deployment is stopped: a project member can resume it on its page.")
+    if route.refusal:  # e.g. its champion was archived after it was deployed
+        return _error(503, route.refusal)
     wait = rate_limited(caller, route)
     if wait:
         return _error(429, f"Too many requests: this deployment allows {route.rate_limit:,} per minute per token. "

@@ -359,3 +359,15 @@ def test_a_refused_request_is_logged_with_what_was_sent(deployment, caller):
     log = PredictionLog.objects.get(request_id=response["X-Request-ID"])
     assert log.status_code == 400 and "age" in log.error
     assert log.inputs == {"columns": FEATURES, "data": [["old", 1.0, 2]]} and log.outputs is None
+
+
+def test_a_champion_archived_while_serving_stops_answering(people, deployment, version, caller, rows, settings):
+    from apps.registry.models import ModelVersion
+
+    settings.PORTAL_SERVING_CACHE_SECONDS = 0
+    assert post(caller, deployment, split(rows)).status_code == 200
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.ARCHIVED)
+    response = post(caller, deployment, split(rows))
+    assert response.status_code == 503 and "archived" in response.json()["detail"]
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.READY)
+    assert post(caller, deployment, split(rows)).status_code == 200
