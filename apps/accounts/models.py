@@ -93,7 +93,19 @@ def hash_token_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class ApiToken(models.Model):
+class KeyStatus:
+    """`status` of a stored key with `revoked_at` and `expires_at`: API tokens and deployment tokens."""
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class ApiToken(KeyStatus, models.Model):
     """A credential for scripts (`Authorization: Token <key>`). Only the key's hash is stored."""
 
     KEY_PREFIX = "pt_"
@@ -120,13 +132,6 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.key_hint}…)"
 
-    @property
-    def status(self) -> str:
-        if self.revoked_at:
-            return "revoked"
-        if self.expires_at and self.expires_at <= timezone.now():
-            return "expired"
-        return "active"
 
 
 class NotificationQuerySet(models.QuerySet):

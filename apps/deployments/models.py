@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.accounts.models import Project, hash_token_key
+from apps.accounts.models import KeyStatus, Project, hash_token_key
 
 
 class DeploymentQuerySet(models.QuerySet):
@@ -106,13 +106,7 @@ class DeploymentEvent(models.Model):
         return f"{self.deployment} {self.kind} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
-class DeploymentTokenQuerySet(models.QuerySet):
-    def usable(self) -> DeploymentTokenQuerySet:
-        return self.filter(revoked_at__isnull=True).filter(
-            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=timezone.now()))
-
-
-class DeploymentToken(models.Model):
+class DeploymentToken(KeyStatus, models.Model):
     """A key that may call one deployment's invocations endpoint and nothing else (for an app that only predicts).
     Only the key's hash is stored; it acts as its creator, who must still be allowed to predict."""
 
@@ -128,8 +122,6 @@ class DeploymentToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    objects = DeploymentTokenQuerySet.as_manager()
-
     class Meta:
         ordering = ["-created_at"]
 
@@ -140,13 +132,6 @@ class DeploymentToken(models.Model):
     def hash(key: str) -> str:
         return hash_token_key(key)
 
-    @property
-    def status(self) -> str:
-        if self.revoked_at:
-            return "revoked"
-        if self.expires_at and self.expires_at <= timezone.now():
-            return "expired"
-        return "active"
 
 
 class PredictionLogQuerySet(models.QuerySet):
