@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from apps.accounts.models import ApiToken, hash_token_key
@@ -21,8 +18,5 @@ class ApiTokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed(f"This token is {token.status}. Create a new one.")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("This user account is deactivated.")
-        now = timezone.now()
-        # Writing on every call would turn each read into a write; a minute's precision is enough.
-        if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.mark_used()
         return token.user, token

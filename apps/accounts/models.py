@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -131,6 +132,14 @@ class ApiToken(KeyStatus, models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key_hint}…)"
+
+    def mark_used(self) -> None:
+        """Record that the key was used (the tokens page shows it). Writing on every call would turn each read
+        into a write; a minute's precision is enough."""
+        now = timezone.now()
+        if self.last_used_at is None or now - self.last_used_at > timedelta(minutes=1):
+            ApiToken.objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now
 
 
 

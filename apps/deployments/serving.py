@@ -90,6 +90,7 @@ def _look_up(digest: str) -> Caller | str:
             return f"This token is {token.status}. Create a new one."
         if not token.user.is_active:
             return "This user account is deactivated."
+        token.mark_used()  # looked up once per cache period, so "last used" is as precise as that
         return Caller(user=token.user, label=f"{token.user.username} ({token.name})", rate_key=f"t{token.pk}",
                       token_project_id=token.project_id)
     token = DeploymentToken.objects.select_related("created_by").filter(key_hash=digest).first()

@@ -371,3 +371,10 @@ def test_a_champion_archived_while_serving_stops_answering(people, deployment, v
     assert response.status_code == 503 and "archived" in response.json()["detail"]
     ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.READY)
     assert post(caller, deployment, split(rows)).status_code == 200
+
+
+def test_calling_the_endpoint_marks_the_api_token_used(people, deployment, rows):
+    token, key = account_services.create_token(actor=people["viewer"], name="app")
+    assert post(Client(HTTP_AUTHORIZATION=f"Token {key}"), deployment, split(rows)).status_code == 200
+    token.refresh_from_db()
+    assert token.last_used_at is not None
