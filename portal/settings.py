@@ -121,6 +121,7 @@ INSTALLED_APPS = [
     "apps.registry",
     "apps.approvals",
     "apps.deployments",
+    "apps.monitoring",
 ]
 
 MIDDLEWARE = [

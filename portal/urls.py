@@ -36,6 +36,7 @@ api_patterns = [
     path("", include("apps.registry.api_urls")),
     path("", include("apps.approvals.api")),
     path("", include("apps.deployments.api_urls")),
+    path("", include("apps.monitoring.api_urls")),
     *packet_api_patterns,
     *router.urls,
 ]
@@ -50,6 +51,7 @@ urlpatterns = [
     path("", include("apps.registry.urls")),
     path("", include("apps.approvals.urls")),
     path("", include("apps.deployments.urls")),
+    path("", include("apps.monitoring.urls")),
     path("audit/", include("apps.audit.urls")),
     path("api/v1/", include((api_patterns, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -34,12 +34,17 @@ class Action(models.TextChoices):
     EXPORT_PREDICTIONS = "deployment.export_predictions", "Export the prediction log"
     MANAGE_ENVIRONMENTS = "project.manage_environments", "Manage environments and policies"
     TRUST_MODEL = "model.trust", "Trust quarantined model files"
+    SEND_FEEDBACK = "monitoring.feedback", "Send ground truth (feedback) for logged predictions"
+    MANAGE_ALERTS = "monitoring.manage_alerts", "Create and change alert rules and monitoring settings"
+    RESPOND_ALERTS = "monitoring.respond_alerts", "Acknowledge, snooze and assign alerts"
+    RETRAIN = "monitoring.retrain", "Start retraining of a deployed model"
 
 
 _VIEWER = {Action.VIEW_PROJECT, Action.VIEW_MEMBERS, Action.PREDICT}
 _SCIENTIST = _VIEWER | {Action.UPLOAD_DATA, Action.VIEW_PII, Action.IMPORT_MODEL, Action.EDIT_MODEL,
-                        Action.REQUEST_APPROVAL, Action.DEPLOY}
-_APPROVER = _VIEWER | {Action.DECIDE_APPROVAL, Action.VIEW_AUDIT, Action.VIEW_PII}
+                        Action.REQUEST_APPROVAL, Action.DEPLOY, Action.SEND_FEEDBACK, Action.MANAGE_ALERTS,
+                        Action.RESPOND_ALERTS, Action.RETRAIN}
+_APPROVER = _VIEWER | {Action.DECIDE_APPROVAL, Action.VIEW_AUDIT, Action.VIEW_PII, Action.RESPOND_ALERTS}
 _ADMIN = set(Action)
 
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
