@@ -63,3 +63,302 @@ class Series:
     metric: str
     bucket: str  # "5m" | "1h" | "1d"
     points: list[tuple[dt.datetime, float | None, int]]  # (bucket start, value, samples)
+
+
+# --- Reading rollups ---------------------------------------------------------------------------------------------
+
+PERFORMANCE_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2")
+FEATURE_METRICS = {"missing_share", "out_of_range_share", "drift_psi"}
+_USAGE_FIELDS = ("start", "model_version_id", "shadow", "reference_id", "requests", "rows", "errors", "callers",
+                 "latency_sum", "latency_hist")
+_DRIFT_FIELDS = (*_USAGE_FIELDS, "features", "predictions")
+
+
+def choose_bucket(start: dt.datetime, end: dt.datetime) -> str:
+    span = end - start
+    if span <= dt.timedelta(hours=6):
+        return "5m"
+    if span <= dt.timedelta(days=7):
+        return "1h"
+    return "1d"
+
+
+def _window_bucket(minutes: int) -> str:
+    if minutes <= 24 * 60:
+        return "5m"
+    if minutes <= 14 * 24 * 60:
+        return "1h"
+    return "1d"
+
+
+def _fields_for(metric: str) -> tuple[str, ...]:
+    info = METRICS.get(metric)
+    if info is None:
+        raise ValueError(f"Unknown metric {metric!r}.")
+    if info.group in ("quality", "drift"):
+        return _DRIFT_FIELDS
+    if info.group == "performance":
+        return (*_USAGE_FIELDS, "performance")
+    return _USAGE_FIELDS
+
+
+def _rollups(deployment, bucket: str, start: dt.datetime, end: dt.datetime, fields=_DRIFT_FIELDS):
+    from apps.monitoring.models import Rollup
+    from apps.monitoring.rollups import floor
+
+    return list(Rollup.objects.filter(deployment=deployment, bucket=bucket, shadow=False,
+                                      start__gte=floor(start, bucket), start__lt=end)
+                .only(*fields).order_by("start"))
+
+
+_profiles: dict[int, object] = {}
+
+
+def _profile(reference_id: int | None):
+    """A reference profile by id, cached per process (profiles never change once ready)."""
+    if reference_id is None:
+        return None
+    if reference_id not in _profiles:
+        from apps.monitoring.models import ReferenceProfile
+
+        found = ReferenceProfile.objects.filter(pk=reference_id, status=ReferenceProfile.Status.READY).first()
+        if found is None:
+            return None
+        if len(_profiles) > 256:
+            _profiles.clear()
+        _profiles[reference_id] = found
+    return _profiles[reference_id]
+
+
+def _merged(rows) -> dict | None:
+    from apps.monitoring.rollups import merge
+
+    return merge(rows) if rows else None
+
+
+def _feature_values(metric: str, merged: dict, feature: str | None) -> list[tuple[str, float | None, int, dict]]:
+    """(feature, value, samples, extra) for one feature metric, every feature or the one named."""
+    from apps.monitoring import drift
+
+    profile = _profile(merged.get("reference_id")) if metric == "drift_psi" else None
+    out = []
+    for name, stats in (merged.get("features") or {}).items():
+        if feature and name != feature:
+            continue
+        n = stats.get("n", 0)
+        if metric == "missing_share":
+            out.append((name, stats.get("missing", 0) / n if n else None, n, {}))
+        elif metric == "out_of_range_share":
+            present = n - stats.get("missing", 0)
+            out.append((name, stats.get("out_of_range", 0) / present if present else None, present, {}))
+        elif profile is not None and name in profile.features and stats.get("counts"):
+            compared = drift.compare(profile.features[name], stats["counts"])
+            out.append((name, compared["psi"], compared["samples"], compared))
+    return out
+
+
+def value_of(metric: str, merged: dict | None, *, feature: str | None = None) -> Measurement:
+    """One metric computed from merged rollup fields (rollups.merge)."""
+    from apps.monitoring import drift, performance
+    from apps.monitoring.rollups import percentile
+
+    if merged is None:
+        return Measurement(None, 0)
+    requests = merged["requests"]
+    if metric == "requests":
+        return Measurement(float(requests), requests)
+    if metric == "rows":
+        return Measurement(float(merged["rows"]), requests)
+    if metric == "error_rate":
+        return Measurement(merged["errors"] / requests if requests else None, requests)
+    if metric.startswith("latency_p"):
+        return Measurement(percentile(merged["latency_hist"], float(metric.removeprefix("latency_p"))), requests)
+    if metric in FEATURE_METRICS:
+        values = [v for v in _feature_values(metric, merged, feature) if v[1] is not None]
+        if metric == "drift_psi":
+            values = [v for v in values if v[3].get("verdict") != "too_few"]
+        if not values:
+            return Measurement(None, 0)
+        worst = max(values, key=lambda v: v[1])
+        details = {"feature": worst[0]}
+        if metric == "drift_psi":
+            details["features"] = [{"name": name, "psi": value, "verdict": extra["verdict"]}
+                                   for name, value, _, extra in sorted(values, key=lambda v: -v[1])]
+        return Measurement(worst[1], worst[2], details)
+    if metric == "prediction_psi":
+        profile = _profile(merged.get("reference_id"))
+        counts = (merged.get("predictions") or {}).get("counts")
+        if profile is None or not profile.predictions or not counts:
+            return Measurement(None, 0)
+        compared = drift.compare(profile.predictions, counts)
+        if compared["verdict"] == "too_few":
+            return Measurement(None, compared["samples"])
+        return Measurement(compared["psi"], compared["samples"], {"verdict": compared["verdict"]})
+    if metric in PERFORMANCE_KEYS:
+        stats = merged.get("performance") or {}
+        value = performance.metrics(stats).get(metric) if stats else None
+        return Measurement(value, stats.get("n", 0))
+    raise ValueError(f"Unknown metric {metric!r}.")
+
+
+def window_value(deployment, metric: str, *, minutes: int, feature: str | None = None,
+                 now: dt.datetime | None = None) -> Measurement:
+    """A metric over the trailing `minutes` (what alert rules evaluate)."""
+    from django.utils import timezone
+
+    now = now or timezone.now()
+    start = now - dt.timedelta(minutes=minutes)
+    bucket = _window_bucket(minutes)
+    if metric == "traffic_change":
+        current = sum(r.requests for r in _rollups(deployment, bucket, start, now, _USAGE_FIELDS))
+        week = dt.timedelta(days=7)
+        before = sum(r.requests for r in _rollups(deployment, bucket, start - week, now - week, _USAGE_FIELDS))
+        if not before:
+            return Measurement(None, 0)
+        return Measurement(current / before - 1, before, {"current": current, "before": before})
+    merged = _merged(_rollups(deployment, bucket, start, now, _fields_for(metric)))
+    return value_of(metric, merged, feature=feature)
+
+
+def series(deployment, metric: str, *, start: dt.datetime, end: dt.datetime, bucket: str | None = None,
+           feature: str | None = None) -> Series:
+    """A metric per bucket over [start, end); buckets without data are left out (None for a value without data)."""
+    from itertools import groupby
+
+    bucket = bucket or choose_bucket(start, end)
+    metric_read = "requests" if metric == "traffic_change" else metric
+    rows = _rollups(deployment, bucket, start, end, _fields_for(metric_read))
+    points = []
+    for moment, group in groupby(rows, key=lambda r: r.start):
+        measured = value_of(metric_read, _merged(list(group)), feature=feature)
+        points.append((moment, measured.value, measured.samples))
+    return Series(metric, bucket, points)
+
+
+def summary(deployment, *, start: dt.datetime, end: dt.datetime) -> dict:
+    """The headline numbers of a window (one query)."""
+    merged = _merged(_rollups(deployment, _window_bucket(int((end - start).total_seconds() // 60)), start, end,
+                              (*_DRIFT_FIELDS, "performance")))
+    result = {"requests": 0, "rows": 0, "errors": 0, "error_rate": None, "callers": 0, "labelled": 0}
+    if merged is None:
+        return result
+    result.update(requests=merged["requests"], rows=merged["rows"], errors=merged["errors"],
+                  callers=len(merged["callers"]), labelled=(merged.get("performance") or {}).get("n", 0))
+    for metric in ("error_rate", "latency_p50", "latency_p95", "latency_p99", "missing_share", "out_of_range_share",
+                   "drift_psi", "prediction_psi", *PERFORMANCE_KEYS):
+        measured = value_of(metric, merged)
+        if measured.value is not None or metric not in PERFORMANCE_KEYS:
+            result[metric] = measured.value
+        if measured.details.get("feature"):
+            result[f"{metric}_feature"] = measured.details["feature"]
+    return result
+
+
+def drift_report(deployment, *, start: dt.datetime, end: dt.datetime) -> dict:
+    """Every feature's drift over the window, worst first, with the reference and current shares per bin."""
+    from apps.monitoring import drift, reference
+
+    bucket = _window_bucket(int((end - start).total_seconds() // 60))
+    merged = _merged(_rollups(deployment, bucket, start, end, _DRIFT_FIELDS))
+    profile = _profile(merged.get("reference_id")) if merged else None
+    report = {"reference": None, "reason": "", "features": [], "predictions": None}
+    if profile is None:
+        champion = deployment.champion
+        dataset = reference.dataset_for(deployment, champion)
+        if dataset is None:
+            report["reason"] = ("Drift needs reference data: link the model version's training dataset, or choose "
+                                "a reference dataset for this deployment.")
+        elif merged is None:
+            report["reason"] = "No predictions in this period yet."
+        else:
+            report["reason"] = "The reference statistics are being computed; drift appears within minutes."
+        return report
+    report["reference"] = {"name": str(profile.dataset_version), "rows": profile.rows}
+    for name, stats in merged["features"].items():
+        ref = profile.features.get(name)
+        if ref is None or not stats.get("counts"):
+            continue
+        compared = drift.compare(ref, stats["counts"])
+        report["features"].append({"name": name, **compared, "labels": drift.bin_labels(ref),
+                                   "reference_shares": drift.shares(ref["counts"]),
+                                   "current_shares": drift.shares(stats["counts"])})
+    report["features"].sort(key=lambda f: -(f["psi"] or 0))
+    counts = (merged.get("predictions") or {}).get("counts")
+    if profile.predictions and counts:
+        compared = drift.compare(profile.predictions, counts)
+        report["predictions"] = {"name": "prediction", **compared, "labels": drift.bin_labels(profile.predictions),
+                                 "reference_shares": drift.shares(profile.predictions["counts"]),
+                                 "current_shares": drift.shares(counts)}
+    return report
+
+
+def drift_heatmap(deployment, *, start: dt.datetime, end: dt.datetime, bucket: str | None = None) -> dict:
+    """PSI per feature (rows) and bucket (columns); None where a bucket has too few rows for a verdict."""
+    from itertools import groupby
+
+    bucket = bucket or choose_bucket(start, end)
+    rows = _rollups(deployment, bucket, start, end, _DRIFT_FIELDS)
+    times, columns = [], []
+    for moment, group in groupby(rows, key=lambda r: r.start):
+        merged = _merged(list(group))
+        values = {name: (value if extra.get("verdict") != "too_few" else None)
+                  for name, value, _, extra in _feature_values("drift_psi", merged, None)}
+        times.append(moment)
+        columns.append(values)
+    features = sorted({name for column in columns for name in column})
+    return {"times": times, "features": features,
+            "psi": [[column.get(name) for column in columns] for name in features]}
+
+
+def _daily(deployments, days: int, now):
+    from django.utils import timezone
+
+    from apps.monitoring.models import Rollup
+    from apps.monitoring.rollups import floor
+
+    now = now or timezone.now()
+    first = floor(now, "1d") - dt.timedelta(days=days - 1)
+    ids = [getattr(d, "pk", d) for d in deployments]
+    rows = (Rollup.objects.filter(deployment_id__in=ids, bucket="1d", shadow=False, start__gte=first)
+            .values_list("deployment_id", "start", "requests", "callers"))
+    dates = [(first + dt.timedelta(days=i)).date() for i in range(days)]
+    return ids, dates, rows
+
+
+def daily_requests(deployments, *, days: int = 14, now: dt.datetime | None = None) -> dict[int, list]:
+    """Requests per UTC day for each deployment (every day present, zeros included), one query for all."""
+    ids, dates, rows = _daily(deployments, days, now)
+    totals: dict[tuple[int, dt.date], int] = {}
+    for deployment_id, start, requests, _ in rows:
+        key = (deployment_id, start.date())
+        totals[key] = totals.get(key, 0) + requests
+    return {i: [(d, totals.get((i, d), 0)) for d in dates] for i in ids}
+
+
+def daily_callers(deployments, *, days: int = 14, now: dt.datetime | None = None) -> dict[int, list]:
+    """Distinct callers per UTC day for each deployment."""
+    ids, dates, rows = _daily(deployments, days, now)
+    callers: dict[tuple[int, dt.date], set] = {}
+    for deployment_id, start, _, names in rows:
+        callers.setdefault((deployment_id, start.date()), set()).update(names or [])
+    return {i: [(d, len(callers.get((i, d), ()))) for d in dates] for i in ids}
+
+
+def markers(deployment, *, start: dt.datetime, end: dt.datetime) -> list[dict]:
+    """Things that happened to the deployment in the window, for vertical lines on every chart."""
+    from apps.approvals.models import ApprovalRequest
+    from apps.deployments.models import DeploymentEvent
+
+    found = []
+    for event in (DeploymentEvent.objects.filter(deployment=deployment, created_at__gte=start, created_at__lt=end)
+                  .select_related("champion__model").order_by("created_at")[:200]):
+        found.append({"time": event.created_at, "kind": event.kind,
+                      "label": f"{event.get_kind_display()}: {event.champion.model.name} v{event.champion.number}"})
+    versions = [v for v in (deployment.champion_id, deployment.fallback_id, deployment.challenger_id) if v]
+    for request in (ApprovalRequest.objects.filter(model_version_id__in=versions, environment=deployment.environment,
+                                                   decided_at__gte=start, decided_at__lt=end)
+                    .select_related("model_version__model").order_by("decided_at")[:100]):
+        found.append({"time": request.decided_at, "kind": "approval",
+                      "label": f"{request.get_status_display()}: {request.model_version.model.name} "
+                               f"v{request.model_version.number}"})
+    return sorted(found, key=lambda m: m["time"])

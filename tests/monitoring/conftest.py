@@ -55,3 +55,25 @@ def log_predictions(deployment: Deployment, rows: list[dict], *, at: datetime, o
             inputs={"columns": columns, "data": [[rows[i].get(c) for c in columns] for i in chunk]},
             outputs=None if failed else [outputs[i] for i in chunk], error="boom" if failed else ""))
     return PredictionLog.objects.bulk_create(records)
+
+
+def ready_reference(deployment, version=None):
+    """The deployment's reference statistics computed in process (in production a job does it)."""
+    from apps.monitoring import reference
+    from apps.monitoring.models import ReferenceProfile
+
+    version = version or deployment.champion
+    dataset = reference.dataset_for(deployment, version)
+    profile, _ = ReferenceProfile.objects.get_or_create(dataset_version=dataset, model_version=version)
+    return reference.build(profile)
+
+
+def customer_rows(rows: int, *, seed: int, income_shift: float = 0.0, age_shift: int = 0) -> list[dict]:
+    """Rows from the training data's own distribution (tests.registry.conftest.training_frame), optionally shifted."""
+    from tests.registry.conftest import training_frame
+
+    frame = training_frame(rows=rows, seed=seed)
+    frame["income"] = frame["income"] + income_shift
+    frame["age"] = frame["age"] + age_shift
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k in FEATURES}
+            for row in frame.to_dict("records")]
