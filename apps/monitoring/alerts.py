@@ -39,7 +39,8 @@ UNRESOLVED = (Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED, Alert.Status.SNOOZED
 
 DEFAULT_RULES = [
     {"name": "Error rate above 5 %", "metric": "error_rate", "comparator": AlertRule.Comparator.ABOVE,
-     "threshold": 0.05, "window_minutes": 60, "min_samples": 30, "severity": AlertRule.Severity.CRITICAL},
+     "threshold": 0.05, "window_minutes": 60, "min_samples": 30, "severity": AlertRule.Severity.CRITICAL,
+     "notify_email": True},
     {"name": "Slow answers (p95 above 500 ms)", "metric": "latency_p95", "comparator": AlertRule.Comparator.ABOVE,
      "threshold": 500.0, "window_minutes": 60, "min_samples": 30, "severity": AlertRule.Severity.WARNING},
     {"name": "Input data drift (PSI 0.25 or more)", "metric": "drift_psi",
