@@ -62,6 +62,9 @@ def run(now: dt.datetime | None = None) -> int:
                                                      predicted_at__isnull=False)
                                              .values_list("deployment_id", "predicted_at")):
                 touched.add((deployment_id, floor(predicted, "5m")))
+        from apps.monitoring.services import match_pending
+
+        touched |= match_pending(now)
         recent = floor(now - RECENT, "5m")
         for deployment_id in (PredictionLog.objects.filter(created_at__gte=recent)
                               .values_list("deployment_id", flat=True).distinct()):
