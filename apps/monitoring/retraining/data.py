@@ -97,19 +97,15 @@ def _typed_like(frame, like):
 
     for column in frame.columns:
         dtype = like[column].dtype
-        try:
-            frame[column] = frame[column].astype(dtype)
-            continue
-        except (TypeError, ValueError):
-            pass
-        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-            numbers = pd.to_numeric(frame[column], errors="coerce")
-            integral = numbers.dropna().apply(float.is_integer).all() if len(numbers.dropna()) else True
-            frame[column] = numbers.astype("Int64" if pd.api.types.is_integer_dtype(dtype) and integral else "float64")
-            if pd.api.types.is_integer_dtype(dtype) and not numbers.isna().any() and integral:
+        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+            try:
                 frame[column] = frame[column].astype(dtype)
-        else:
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+            except (TypeError, ValueError):
+                frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+            continue
+        numbers = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        whole = numbers.notna().all() and (numbers % 1 == 0).all()
+        frame[column] = numbers.astype(dtype) if pd.api.types.is_integer_dtype(dtype) and whole else numbers
     return frame
 
 
