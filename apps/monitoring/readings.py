@@ -15,6 +15,7 @@ NO_REFERENCE = ("Drift needs reference data: link the training dataset to the ch
                 "reference dataset in the deployment's monitoring settings.")
 STEADY = 0.05  # changes smaller than 5 % read as "held steady"
 PSI_MODERATE, PSI_HIGH = 0.1, 0.25
+TOO_FEW = "too_few"  # drift.compare's verdict when a window has too few values for one
 CURRENCIES = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CAD": "CA$", "AUD": "A$"}
 
 
@@ -165,7 +166,7 @@ def drift(features: Sequence[dict], *, has_reference: bool = True, reason: str =
     """"`income` has shifted: PSI 0.31, high." from drift_report()["features"] (worst first)."""
     if not has_reference:
         return reason or NO_REFERENCE
-    measured = [f for f in features if f.get("psi") is not None]
+    measured = [f for f in features if f.get("psi") is not None and f.get("verdict") != TOO_FEW]
     if not measured:
         return "Too few requests in this period to compare with the reference."
     worst = max(measured, key=lambda f: f["psi"])
@@ -182,7 +183,7 @@ def drift(features: Sequence[dict], *, has_reference: bool = True, reason: str =
 def feature_shift(feature: dict) -> str:
     """One drifted feature: its PSI and the bin whose share moved most."""
     value = feature.get("psi")
-    if value is None:
+    if value is None or feature.get("verdict") == TOO_FEW:
         return f"Too few values of `{feature['name']}` in this period to compare."
     level = feature.get("verdict") or verdict(value)
     sentence = f"`{feature['name']}`: PSI {psi(value)}, {level}"
@@ -196,11 +197,11 @@ def feature_shift(feature: dict) -> str:
 
 
 def prediction_drift(predictions: dict | None, *, has_reference: bool = True) -> str:
-    if not has_reference or predictions is None:
+    if not has_reference:
         return ("Prediction drift needs reference data: the model's predictions on the reference dataset are "
                 "computed when it is linked.")
-    value = predictions.get("psi")
-    if value is None:
+    value = (predictions or {}).get("psi")
+    if value is None or (predictions or {}).get("verdict") == TOO_FEW:
         return "Too few predictions in this period to compare with the reference."
     level = predictions.get("verdict") or verdict(value)
     if level == "stable":
@@ -266,7 +267,7 @@ def callers(daily: Sequence[int]) -> str:
         return "No callers yet."
     active = [n for n in daily if n]
     average = f"{sum(active) / len(active):.1f}".removesuffix(".0")
-    return (f"On average {average} callers a day on the days with use; "
+    return (f"On average {average} caller{'' if average == '1' else 's'} a day on the days with use; "
             f"{count(max(daily))} on the busiest day.")
 
 

@@ -67,6 +67,7 @@ def test_drift_names_the_worst_feature():
     assert readings.drift(features[:1]) == "`income` has shifted: PSI 0.31, high."
     assert readings.drift([{"name": "age", "psi": 0.04}]) == "No feature has shifted: the largest PSI is 0.04 (`age`)."
     assert readings.drift([{"name": "age", "psi": None}]).startswith("Too few requests")
+    assert readings.drift([{"name": "age", "psi": 0.9, "verdict": "too_few"}]).startswith("Too few requests")
     assert readings.drift([], has_reference=False) == readings.NO_REFERENCE
     assert readings.drift([], has_reference=False, reason="Computing the reference.") == "Computing the reference."
 
@@ -82,8 +83,10 @@ def test_feature_shift_points_at_the_bin_that_moved():
 def test_prediction_drift():
     assert readings.prediction_drift({"psi": 0.03}) == "Predictions look like the reference: PSI 0.03, stable."
     assert readings.prediction_drift({"psi": 0.3}).endswith("PSI 0.30, high.")
-    assert readings.prediction_drift(None).startswith("Prediction drift needs reference data")
+    assert readings.prediction_drift(None, has_reference=False).startswith("Prediction drift needs reference data")
+    assert readings.prediction_drift(None).startswith("Too few predictions")
     assert readings.prediction_drift({"psi": None}).startswith("Too few predictions")
+    assert readings.prediction_drift({"psi": 0.5, "verdict": "too_few"}).startswith("Too few predictions")
 
 
 def test_heatmap_counts_buckets_with_strong_drift():
@@ -115,6 +118,7 @@ def test_adoption_reads_like_the_issue():
 
 def test_callers():
     assert readings.callers([0, 2, 4]) == "On average 3 callers a day on the days with use; 4 on the busiest day."
+    assert readings.callers([0, 1, 1]) == "On average 1 caller a day on the days with use; 1 on the busiest day."
     assert readings.callers([]) == "No callers yet."
 
 

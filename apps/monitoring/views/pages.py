@@ -26,7 +26,7 @@ from apps.approvals.models import ApprovalRequest
 from apps.approvals.services import waiting_for
 from apps.core.models import Job
 from apps.deployments.models import Deployment
-from apps.monitoring import charts, metrics, readings
+from apps.monitoring import charts, metrics, readings, reference
 from apps.monitoring.models import Alert, MonitoringSettings
 
 CARDS_PER_PAGE = 48
@@ -165,9 +165,12 @@ def dashboard(deployment: Deployment, *, start, end) -> dict:
     report = metrics.drift_report(deployment, start=start, end=end)
     has_reference = report.get("reference") is not None
     heat = metrics.drift_heatmap(deployment, start=start, end=end) if has_reference else {}
+    # Reference data exists (drift may still wait for traffic or for its statistics) or is missing altogether.
+    has_data = has_reference or reference.dataset_for(deployment, deployment.champion) is not None
     bucket_word = {"5m": "5-minute buckets", "1h": "hours", "1d": "days"}.get(usage.bucket, "buckets")
 
-    top = [f for f in report.get("features", []) if f.get("psi") is not None][:3]
+    top = [f for f in report.get("features", []) if f.get("psi") is not None
+           and f.get("verdict") != readings.TOO_FEW][:3]
     drifted = [_chart(f"feature-{i}", f"“{f['name']}”: reference against now", readings.feature_shift(f),
                       charts.distribution_figure(f, title=f["name"]),
                       f"Share of {f['name']} values per bin, in the reference and now") for i, f in enumerate(top)]
@@ -194,17 +197,17 @@ def dashboard(deployment: Deployment, *, start, end) -> dict:
                    charts.quality_figure(*quality, marks),
                    "Worst missing share and out-of-range share per bucket"),
         ],
-        "drift_charts": [
-            _chart("drift-heatmap", "Drift per feature over time",
-                   readings.heatmap(heat, bucket_word=bucket_word) if has_reference else report.get("reason", ""),
-                   charts.drift_heatmap_figure(heat, marks) if has_reference else None,
-                   "Heat-map of PSI per feature and time bucket",
-                   empty_template="" if has_reference else "monitoring/_mon_no_reference.html"),
-            _chart("predictions", "Prediction distribution",
-                   readings.prediction_drift(report.get("predictions"), has_reference=has_reference),
-                   charts.distribution_figure(report.get("predictions"), title="prediction"),
-                   "Share of predictions per bin, in the reference and now"),
-        ],
+        "drift_heatmap": _chart(
+            "drift-heatmap", "Drift per feature over time",
+            readings.heatmap(heat, bucket_word=bucket_word) if has_reference else report.get("reason", ""),
+            charts.drift_heatmap_figure(heat, marks) if has_reference else None,
+            "Heat-map of PSI per feature and time bucket",
+            empty_template="" if has_data else "monitoring/_mon_no_reference.html"),
+        "prediction_chart": _chart(
+            "predictions", "Prediction distribution",
+            readings.prediction_drift(report.get("predictions"), has_reference=has_data),
+            charts.distribution_figure(report.get("predictions"), title="prediction"),
+            "Share of predictions per bin, in the reference and now"),
         "performance": _performance(deployment, now, marks, start=start, end=end),
     }
 
@@ -290,7 +293,8 @@ def operations(request):
         deployment.trend = [n for _, n in points]
         deployment.open_alerts = alerts.get(deployment.pk, 0)
     waiting = waiting_for(user)
-    roles = set(Membership.objects.filter(user=user).values_list("role", flat=True))
+    memberships = list(Membership.objects.filter(user=user).select_related("project").order_by("project__name"))
+    roles = {m.role for m in memberships}
     return render(request, "monitoring/operations.html", {
         "page": page, "cards": cards, "projects": projects, "chosen": chosen, "spark_days": SPARK_DAYS,
         "spark_label": f"Requests per day over the last {SPARK_DAYS} days",
@@ -299,7 +303,7 @@ def operations(request):
         "recertify": _recertifications(user, projects, chosen),
         "recent_jobs": Job.objects.visible_to(user).select_related("project")[:5],
         "may_deploy": bool(roles & {Membership.Role.SCIENTIST, Membership.Role.ADMIN}),
-        "is_member": bool(roles), "alerts_url": _url("alert-list"),
+        "is_member": bool(roles), "alerts_url": _url("alert-list"), "memberships": memberships,
         "red": sum(1 for d in cards if d.health["level"] == "red"),
         "amber": sum(1 for d in cards if d.health["level"] == "amber"),
     })
