@@ -351,6 +351,23 @@ CELERY_BEAT_SCHEDULE["prune-prediction-log-daily"] = {
     "schedule": 24 * 60 * 60,
 }
 
+# --- Monitoring ---------------------------------------------------------------------------------------
+# Rollups and alert evaluation run every PORTAL_MONITORING_SECONDS; webhooks are retried on the same beat.
+PORTAL_MONITORING_SECONDS = env_int("PORTAL_MONITORING_SECONDS", 60)
+if PORTAL_MONITORING_SECONDS <= 0:
+    raise ImproperlyConfigured("PORTAL_MONITORING_SECONDS must be a positive number.")
+CELERY_BEAT_SCHEDULE.update({
+    "monitoring-rollups": {"task": "apps.monitoring.tasks.rollup_task", "schedule": PORTAL_MONITORING_SECONDS},
+    "monitoring-alerts": {"task": "apps.monitoring.tasks.evaluate_alerts_task",
+                          "schedule": PORTAL_MONITORING_SECONDS},
+    "monitoring-webhooks": {"task": "apps.monitoring.tasks.deliver_webhooks_task",
+                            "schedule": PORTAL_MONITORING_SECONDS},
+    "monitoring-scheduled-retraining": {"task": "apps.monitoring.tasks.scheduled_retraining_task",
+                                        "schedule": 60 * 60},
+    # Sends at most once per project and ISO week, so an hourly beat delivers it early on Monday.
+    "monitoring-weekly-digest": {"task": "apps.monitoring.tasks.weekly_digest_task", "schedule": 60 * 60},
+})
+
 # --- MLflow ------------------------------------------------------------------------------------------
 (VAR_DIR / "mlflow").mkdir(exist_ok=True)
 MLFLOW_TRACKING_URI = env_str("MLFLOW_TRACKING_URI", f"sqlite:///{VAR_DIR / 'mlflow' / 'mlflow.db'}")
