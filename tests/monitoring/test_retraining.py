@@ -275,3 +275,40 @@ def test_page_explains_an_unretrainable_champion_and_links_the_import_wizard(peo
     html = client_as(people["scientist"]).get(f"/deployments/{deployment.slug}/retraining/").content.decode()
     assert "No training data is linked to v1" in html and "/models/import/" in html
     assert "Retrain now" not in html
+
+
+# --- The holdout and the comparison, on plain frames -----------------------------------------------------------------
+
+
+def test_holdout_is_stratified_and_recent_feedback_fills_it():
+    from apps.monitoring.retraining import data
+
+    frame = training_frame(rows=200)
+    feedback = training_frame(rows=80, seed=9)
+    split = data.split(frame, feedback, "churned", classifier=True, share=0.2, random_state=0, recent_min=50)
+    assert len(split.holdout) == 56 and len(split.recent) == 40 and split.train_feedback == 40
+    assert split.recent.equals(feedback.iloc[40:].reset_index(drop=True))  # the most recent, not a random sample
+    few = data.split(frame, feedback.head(10), "churned", classifier=True, share=0.2, random_state=0, recent_min=50)
+    assert len(few.recent) == 2 and len(few.holdout) == 42  # few feedback rows: held out in proportion
+    held = data.split(frame, None, "churned", classifier=True, share=0.2, random_state=0, recent_min=50).holdout
+    assert abs(held["churned"].mean() - frame["churned"].mean()) < 0.03
+
+
+def test_regressors_are_compared_on_error():
+    from sklearn.base import clone
+    from sklearn.linear_model import LinearRegression
+
+    from apps.monitoring.retraining import data
+
+    frame = training_frame(rows=200)
+    frame["spend"] = frame["income"] * 0.1 + frame["age"]
+    features = ["age", "income", "tenure"]
+    split = data.split(frame, None, "spend", classifier=False, share=0.2, random_state=0, recent_min=50)
+    champion = LinearRegression().fit(frame[features].head(20), frame["spend"].head(20) + 50)  # a worse, biased fit
+    challenger = clone(champion).fit(split.train[features], split.train["spend"])
+    comparison = data.compare(champion, challenger, split, features, "spend", classifier=False, base_number=4)
+    assert comparison["primary_metric"] == "mae" and comparison["better"] is True
+    assert set(comparison["challenger"]) == {"mae", "rmse", "r2"}
+    assert comparison["summary"].startswith("The retrained model's predictions are off by") and "less" in \
+        comparison["summary"] and "v4's on 40 held-out rows" in comparison["summary"]
+    assert [row["key"] for row in data.comparison_rows(comparison)] == ["mae", "rmse", "r2"]
