@@ -15,3 +15,7 @@ class MonitoringConfig(AppConfig):
         from apps.monitoring import receivers
 
         receivers.connect()
+
+        from apps.monitoring import packet
+
+        packet.register()  # the audit packet's "Monitoring" section

@@ -49,3 +49,13 @@ def test_settings_page(deployment, people, client_as, training):
     bad = scientist.post(url, {**form, "value_per_prediction": "-3"})
     assert bad.status_code == 200 and b"greater than or equal to 0" in bad.content
     assert client_as(people["outsider"]).get(url).status_code == 404
+
+
+def test_the_audit_packet_has_a_monitoring_section(deployment, people):
+    from apps.approvals.packet import build_packet
+    from apps.monitoring import rollups
+
+    log_predictions(deployment, customer_rows(20, seed=3), at=timezone.now() - timezone.timedelta(minutes=3))
+    rollups.run()
+    html = build_packet(deployment.champion, user=people["approver"])
+    assert "While it served" in html and "Churn live" in html and "No outcomes sent back" in html
