@@ -280,3 +280,17 @@ def test_sparkline_points_scale_to_the_box():
     assert charts.sparkline_points([0, 5, 10], width=22, height=12, pad=1) == "1.0,11.0 11.0,6.0 21.0,1.0"
     assert charts.sparkline_points([]) == ""
     assert charts.sparkline_points([0, 0]) == "2.0,26.0 118.0,26.0"
+
+
+def test_performance_chart_appears_once_labels_arrive(deployment, people, client_as, api_as):
+    logs = log_predictions(deployment, customer_rows(40, seed=4), at=_recent(), spread=dt.timedelta(minutes=5))
+    labels = [{"request_id": log.request_id, "label": log.outputs[0] if i % 4 else 1 - log.outputs[0]}
+              for i, log in enumerate(logs)]
+    response = api_as(people["scientist"]).post(reverse("api:deployment-feedback", args=[deployment.slug]), labels,
+                                                format="json")
+    assert response.status_code in (200, 201), response.content
+    rollups.run()
+    response = client_as(people["viewer"]).get(reverse("deployment-monitoring", args=[deployment.slug]),
+                                                {"range": "24h"})
+    assert "chart-performance" in _figures(response)
+    assert "Accuracy is 75% on 40 labelled predictions" in response.content.decode()
