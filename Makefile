@@ -8,7 +8,7 @@ TEST_TOOLS := $(CURDIR)/var/test-tools
 DEMO_ADDR ?= 127.0.0.1:8000
 export DEMO_PASSWORD ?= portal-demo-2026
 
-.PHONY: demo test test-tools lint bench clean
+.PHONY: demo demo-traffic test test-tools lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ demo: $(VENV)/.installed-run
 	  $(VENV)/bin/celery -A portal worker --loglevel=INFO --concurrency=2 & \
 	  $(VENV)/bin/celery -A portal beat --loglevel=INFO & \
 	  $(PY) manage.py runserver --noreload $(DEMO_ADDR)
+
+## demo-traffic: a week of demo traffic with a drift mid-week, outcomes, rollups, the drift alert and the retraining
+## it starts (run after `make demo` has loaded the demo data; `DEMO_TRAFFIC_ARGS=--reset` replaces an earlier week)
+demo-traffic: export DEBUG ?= 1
+demo-traffic: $(VENV)/.installed-run
+	$(PY) manage.py demo_traffic $(DEMO_TRAFFIC_ARGS)
 
 ## test-tools: Debian's chromium for browser tests, bubblewrap for the pickle sandbox, axe-core for accessibility checks
 test-tools:
