@@ -181,6 +181,16 @@ def test_operations_center_lists_approvals_waiting_and_recertifications(deployme
     assert reverse("approval-detail", args=[approved.uuid]) in html
 
 
+@pytest.mark.parametrize(("persona", "approvals", "admin"), [
+    ("viewer", False, False), ("scientist", False, False), ("approver", True, False), ("admin", True, True),
+    ("staff", False, True)])
+def test_operations_center_sections_follow_the_role(people, client_as, persona, approvals, admin):
+    html = client_as(people[persona]).get(reverse("operations")).content.decode()
+    assert ('data-section="approvals"' in html) is approvals
+    assert ('data-section="admin"' in html) is admin
+    assert 'data-section="projects"' in html and 'data-section="jobs"' in html
+
+
 def test_operations_center_filters_by_project(deployment, people, client_as):
     client = client_as(people["viewer"])
     assert client.get(reverse("operations"), {"project": "alpha"}).context["cards"] == [deployment]

@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from apps.accounts.models import Membership, Project
-from apps.accounts.permissions import Action, can
+from apps.accounts.permissions import Action, can, projects_with_action
 from apps.approvals.models import ApprovalRequest
 from apps.approvals.services import waiting_for
 from apps.core.models import Job
@@ -324,6 +324,10 @@ def operations(request):
         "recent_jobs": Job.objects.visible_to(user).select_related("project")[:5],
         "may_deploy": bool(roles & {Membership.Role.SCIENTIST, Membership.Role.ADMIN}),
         "is_member": bool(roles), "alerts_url": _url("alert-list"), "memberships": memberships,
+        "is_approver": bool(roles & {Membership.Role.APPROVER, Membership.Role.ADMIN}) or bool(waiting),
+        "is_admin": Membership.Role.ADMIN in roles or user.is_staff,
+        "admin_projects": (list(projects_with_action(user, Action.MANAGE_MEMBERS).order_by("name")[:10])
+                           if Membership.Role.ADMIN in roles or user.is_staff else []),
         "red": sum(1 for d in cards if d.health["level"] == "red"),
         "amber": sum(1 for d in cards if d.health["level"] == "amber"),
     })
