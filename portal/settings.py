@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dj_database_url
 import plotly
+from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
@@ -364,8 +365,9 @@ CELERY_BEAT_SCHEDULE.update({
                             "schedule": PORTAL_MONITORING_SECONDS},
     "monitoring-scheduled-retraining": {"task": "apps.monitoring.tasks.scheduled_retraining_task",
                                         "schedule": 60 * 60},
-    # Sends at most once per project and ISO week, so an hourly beat delivers it early on Monday.
-    "monitoring-weekly-digest": {"task": "apps.monitoring.tasks.weekly_digest_task", "schedule": 60 * 60},
+    # Monday morning (beat's time zone, TIME_ZONE); sent at most once per member and ISO week whatever beat does.
+    "monitoring-weekly-digest": {"task": "apps.monitoring.tasks.weekly_digest_task",
+                                 "schedule": crontab(day_of_week="mon", hour=7, minute=0)},
 })
 
 # --- MLflow ------------------------------------------------------------------------------------------

@@ -521,7 +521,8 @@ def _start_retraining(alert: Alert) -> None:
             run = start_retraining(alert.rule.deployment, actor=None, trigger="alert", alert=alert)
     except Exception as exc:
         logger.exception("Alert %s could not start retraining", alert.uuid)
-        alert.details = {**alert.details, "retraining_error": str(exc) or exc.__class__.__name__}
+        reason = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        alert.details = {**alert.details, "retraining_error": reason or exc.__class__.__name__}
         alert.save(update_fields=["details"])
         return
     if run is not None:
