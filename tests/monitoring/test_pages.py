@@ -304,3 +304,8 @@ def test_performance_chart_appears_once_labels_arrive(deployment, people, client
                                                 {"range": "24h"})
     assert "chart-performance" in _figures(response)
     assert "Accuracy is 75% on 40 labelled predictions" in response.content.decode()
+
+
+def test_range_picker_names_the_time_zone(deployment, people, client_as):
+    html = client_as(people["viewer"]).get(reverse("deployment-monitoring", args=[deployment.slug])).content.decode()
+    assert f"times are in {timezone.get_current_timezone_name()}." in html

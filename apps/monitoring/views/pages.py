@@ -87,7 +87,7 @@ class RangeForm(forms.Form):
     range = forms.ChoiceField(label="Time range", required=False, choices=[(k, v[0]) for k, v in RANGES.items()])
     start = forms.DateTimeField(label="From", required=False,
                                 widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"))
-    end = forms.DateTimeField(label="To", required=False, help_text="Custom range only; your local time.",
+    end = forms.DateTimeField(label="To", required=False, help_text="Custom range only.",
                               widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"))
 
     def clean(self):
