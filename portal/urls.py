@@ -12,6 +12,7 @@ from apps.core import api as core_api
 from apps.core import views as core_views
 from apps.datasets import api as datasets_api
 from apps.deployments import api as deployments_api
+from apps.monitoring.views import pages as monitoring_pages
 
 router = DefaultRouter(trailing_slash=True)
 router.register("projects", accounts_api.ProjectViewSet, basename="project")
@@ -45,6 +46,7 @@ urlpatterns = [
     # The serving hot path first: Django tries patterns in order, and ~40 others would be tried before it.
     # (It is also named in the API namespace below, for reverse().)
     path("api/v1/deployments/<slug:slug>/invocations", deployments_api.invocations),
+    path("", monitoring_pages.operations, name="home"),  # the Model Operations Center is everyone's home page
     path("", include("apps.accounts.urls")),
     path("", include("apps.core.urls")),
     path("", include("apps.datasets.urls")),

@@ -5,7 +5,6 @@ from apps.accounts import views
 from apps.accounts.forms import InvitationAwarePasswordResetForm
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("accounts/login/", views.PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/change/", auth_views.PasswordChangeView.as_view(

@@ -1,4 +1,4 @@
-"""Pages for the home dashboard, projects, access management and API tokens. Thin: services do the work."""
+"""Pages for projects, access management and API tokens (the home page is the Operations Center, in monitoring)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,7 @@ from apps.accounts import services
 from apps.accounts.forms import AddMemberForm, LockoutAuthenticationForm, ProjectForm, RoleForm, TokenForm
 from apps.accounts.models import ApiToken, Membership, Notification, Project
 from apps.accounts.notifications import is_portal_path
-from apps.accounts.permissions import Action, projects_with_action, require, shares_project_with
-from apps.audit.charts import events_per_day_figure
-from apps.audit.models import AuditEvent
-from apps.audit.services import events_per_day
-from apps.core.models import Job
+from apps.accounts.permissions import Action, require, shares_project_with
 
 User = get_user_model()
 
@@ -36,24 +32,6 @@ class PortalLoginView(LoginView):
 def _form_errors_from(exc: ValidationError, form) -> None:
     for field, errors in exc.message_dict.items():
         form.add_error(field if field in form.fields else None, errors)
-
-
-@login_required
-def home(request):
-    user = request.user
-    memberships = Membership.objects.filter(user=user).select_related("project")
-    roles = {m.role for m in memberships}
-    audit_events = AuditEvent.objects.visible_to(user)
-    context = {
-        "memberships": memberships,
-        "recent_jobs": Job.objects.visible_to(user).select_related("project")[:5],
-        "is_approver": Membership.Role.APPROVER in roles or Membership.Role.ADMIN in roles,
-        "is_admin": Membership.Role.ADMIN in roles or user.is_staff,
-        "admin_projects": projects_with_action(user, Action.MANAGE_MEMBERS)[:10],
-        "recent_events": audit_events.select_related("actor", "project")[:8],
-        "activity_chart": events_per_day_figure(events_per_day(audit_events, days=30)),
-    }
-    return render(request, "accounts/home.html", context)
 
 
 @login_required

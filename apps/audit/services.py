@@ -7,12 +7,10 @@ import ipaddress
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -159,17 +157,6 @@ def verify_chain() -> ChainReport:
 
 def _head_sequence() -> int | None:
     return AuditChainHead.objects.filter(pk=1).values_list("sequence", flat=True).first()
-
-
-def events_per_day(events, *, days: int = 30) -> list[tuple]:
-    """(date, count) for each of the last `days` days, zero-filled, from an already-scoped queryset."""
-    today = timezone.now().date()
-    start = today - timedelta(days=days - 1)
-    counts = dict(
-        events.filter(created_at__date__gte=start).order_by()
-        .annotate(day=TruncDate("created_at")).values("day").annotate(n=Count("id")).values_list("day", "n")
-    )
-    return [(start + timedelta(days=i), counts.get(start + timedelta(days=i), 0)) for i in range(days)]
 
 
 def filter_events(events, params) -> tuple:
