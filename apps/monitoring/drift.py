@@ -143,6 +143,19 @@ def psi(reference_counts, current_counts) -> float | None:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
+def psi_rows(ref: dict, counts: np.ndarray) -> list[float]:
+    """PSI of each row of a (windows × bins) count matrix against one reference, as compare() computes it."""
+    ref_counts = np.asarray(ref["counts"], dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if ref["kind"] == "numeric":
+        ref_counts = _paired(ref_counts)
+        counts = np.stack([_paired(row) for row in counts]) if len(counts) else counts.reshape(0, len(ref_counts))
+    totals = counts.sum(axis=1, keepdims=True)
+    p = np.clip(ref_counts / ref_counts.sum(), _EPSILON, None)
+    q = np.clip(np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0), _EPSILON, None)
+    return [float(v) for v in np.sum((q - p) * np.log(q / p), axis=1)]
+
+
 def ks_binned(reference_counts, current_counts) -> tuple[float, float]:
     """Two-sample Kolmogorov–Smirnov on binned data: the largest gap between the two CDFs at the bin edges
     (a lower bound of the exact statistic), with the asymptotic p-value for the effective sample size."""

@@ -6,8 +6,12 @@ Shares are fractions (0.05 = 5 %), latencies milliseconds, PSI unitless.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -102,13 +106,47 @@ def _fields_for(metric: str) -> tuple[str, ...]:
     return _USAGE_FIELDS
 
 
+_ALL_FIELDS = (*_DRIFT_FIELDS, "performance")
+_reading: contextvars.ContextVar[dict | None] = contextvars.ContextVar("monitoring_reading", default=None)
+
+
+@contextlib.contextmanager
+def reading():
+    """Within this block, the same rollups are read from the database (and merged) once, however many charts and
+    numbers ask for them: a page wraps its work in it."""
+    token = _reading.set({})
+    try:
+        yield
+    finally:
+        _reading.reset(token)
+
+
 def _rollups(deployment, bucket: str, start: dt.datetime, end: dt.datetime, fields=_DRIFT_FIELDS):
     from apps.monitoring.models import Rollup
     from apps.monitoring.rollups import floor
 
+    memo = _reading.get()
+    key = ("rows", getattr(deployment, "pk", deployment), bucket, floor(start, bucket), end)
+    if memo is not None:
+        if key not in memo:
+            memo[key] = list(Rollup.objects.filter(deployment=deployment, bucket=bucket, shadow=False,
+                                                   start__gte=key[3], start__lt=end)
+                             .only(*_ALL_FIELDS).order_by("start"))
+        return memo[key]
     return list(Rollup.objects.filter(deployment=deployment, bucket=bucket, shadow=False,
                                       start__gte=floor(start, bucket), start__lt=end)
                 .only(*fields).order_by("start"))
+
+
+def _window(deployment, bucket: str, start: dt.datetime, end: dt.datetime, fields=_DRIFT_FIELDS) -> dict | None:
+    """The window's rollups merged into one (memoised inside reading())."""
+    memo = _reading.get()
+    if memo is None:
+        return _merged(_rollups(deployment, bucket, start, end, fields))
+    key = ("merged", getattr(deployment, "pk", deployment), bucket, start, end)
+    if key not in memo:
+        memo[key] = _merged(_rollups(deployment, bucket, start, end, fields))
+    return memo[key]
 
 
 _profiles: dict[int, object] = {}
@@ -216,29 +254,35 @@ def window_value(deployment, metric: str, *, minutes: int, feature: str | None =
         if not before:
             return Measurement(None, 0)
         return Measurement(current / before - 1, before, {"current": current, "before": before})
-    merged = _merged(_rollups(deployment, bucket, start, now, _fields_for(metric)))
-    return value_of(metric, merged, feature=feature)
+    return value_of(metric, _window(deployment, bucket, start, now, _fields_for(metric)), feature=feature)
 
 
 def series(deployment, metric: str, *, start: dt.datetime, end: dt.datetime, bucket: str | None = None,
            feature: str | None = None) -> Series:
     """A metric per bucket over [start, end); buckets without data are left out (None for a value without data)."""
+    return series_many(deployment, [metric], start=start, end=end, bucket=bucket, feature=feature)[metric]
+
+
+def series_many(deployment, names: list[str], *, start: dt.datetime, end: dt.datetime, bucket: str | None = None,
+                feature: str | None = None) -> dict[str, Series]:
+    """Several metrics per bucket in one pass: each bucket's rollups are read and merged once, not once per metric."""
     from itertools import groupby
 
     bucket = bucket or choose_bucket(start, end)
-    metric_read = "requests" if metric == "traffic_change" else metric
-    rows = _rollups(deployment, bucket, start, end, _fields_for(metric_read))
-    points = []
-    for moment, group in groupby(rows, key=lambda r: r.start):
-        measured = value_of(metric_read, _merged(list(group)), feature=feature)
-        points.append((moment, measured.value, measured.samples))
-    return Series(metric, bucket, points)
+    read = ["requests" if name == "traffic_change" else name for name in names]
+    fields = tuple(dict.fromkeys(f for name in read for f in _fields_for(name)))
+    points: dict[str, list] = {name: [] for name in names}
+    for moment, group in groupby(_rollups(deployment, bucket, start, end, fields), key=lambda r: r.start):
+        merged = _merged(list(group))
+        for name, metric in zip(names, read, strict=True):
+            measured = value_of(metric, merged, feature=feature)
+            points[name].append((moment, measured.value, measured.samples))
+    return {name: Series(name, bucket, found) for name, found in points.items()}
 
 
 def summary(deployment, *, start: dt.datetime, end: dt.datetime) -> dict:
     """The headline numbers of a window (one query)."""
-    merged = _merged(_rollups(deployment, _window_bucket(int((end - start).total_seconds() // 60)), start, end,
-                              (*_DRIFT_FIELDS, "performance")))
+    merged = _window(deployment, _window_bucket(int((end - start).total_seconds() // 60)), start, end, _ALL_FIELDS)
     result = {"requests": 0, "rows": 0, "errors": 0, "error_rate": None, "callers": 0, "labelled": 0}
     if merged is None:
         return result
@@ -259,7 +303,7 @@ def drift_report(deployment, *, start: dt.datetime, end: dt.datetime) -> dict:
     from apps.monitoring import drift, reference
 
     bucket = _window_bucket(int((end - start).total_seconds() // 60))
-    merged = _merged(_rollups(deployment, bucket, start, end, _DRIFT_FIELDS))
+    merged = _window(deployment, bucket, start, end, _DRIFT_FIELDS)
     profile = _profile(merged.get("reference_id")) if merged else None
     report = {"reference": None, "reason": "", "features": [], "predictions": None}
     if profile is None:
@@ -293,21 +337,36 @@ def drift_report(deployment, *, start: dt.datetime, end: dt.datetime) -> dict:
 
 
 def drift_heatmap(deployment, *, start: dt.datetime, end: dt.datetime, bucket: str | None = None) -> dict:
-    """PSI per feature (rows) and bucket (columns); None where a bucket has too few rows for a verdict."""
+    """PSI per feature (rows) and bucket (columns); None where a bucket has too few rows to say.
+
+    PSI only (no test per cell): a heat-map of a month of hours is thousands of cells."""
     from itertools import groupby
 
+    from apps.monitoring import drift
+
     bucket = bucket or choose_bucket(start, end)
-    rows = _rollups(deployment, bucket, start, end, _DRIFT_FIELDS)
-    times, columns = [], []
-    for moment, group in groupby(rows, key=lambda r: r.start):
-        merged = _merged(list(group))
-        values = {name: (value if extra.get("verdict") != "too_few" else None)
-                  for name, value, _, extra in _feature_values("drift_psi", merged, None)}
+    times, merged_rows = [], []
+    for moment, group in groupby(_rollups(deployment, bucket, start, end, _DRIFT_FIELDS), key=lambda r: r.start):
         times.append(moment)
-        columns.append(values)
-    features = sorted({name for column in columns for name in column})
-    return {"times": times, "features": features,
-            "psi": [[column.get(name) for column in columns] for name in features]}
+        merged_rows.append(_merged(list(group)))
+    profile = next((_profile(m.get("reference_id")) for m in reversed(merged_rows) if m.get("reference_id")), None)
+    if profile is None:
+        return {"times": times, "features": [], "psi": []}
+    features, matrix = [], []
+    for name in sorted(profile.features):
+        ref = profile.features[name]
+        width = len(ref["counts"])
+        counts = np.zeros((len(merged_rows), width))
+        for i, merged in enumerate(merged_rows):
+            found = (merged.get("features") or {}).get(name, {}).get("counts")
+            if merged.get("reference_id") == profile.pk and found and len(found) == width:
+                counts[i] = found
+        if not counts.any():
+            continue
+        features.append(name)
+        matrix.append([None if total < drift.MIN_SAMPLES else value
+                       for value, total in zip(drift.psi_rows(ref, counts), counts.sum(axis=1), strict=True)])
+    return {"times": times, "features": features, "psi": matrix}
 
 
 def _daily(deployments, days: int, now):

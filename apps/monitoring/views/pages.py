@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import timedelta
-from itertools import groupby
 
 from django import forms
 from django.contrib.auth.decorators import login_required
@@ -27,8 +26,8 @@ from apps.approvals.models import ApprovalRequest
 from apps.approvals.services import waiting_for
 from apps.core.models import Job
 from apps.deployments.models import Deployment
-from apps.monitoring import charts, metrics, readings, reference, rollups
-from apps.monitoring.models import Alert, MonitoringSettings, Rollup
+from apps.monitoring import charts, metrics, readings, reference
+from apps.monitoring.models import Alert, MonitoringSettings
 
 CARDS_PER_PAGE = 48
 SPARK_DAYS = 14
@@ -133,21 +132,6 @@ def _chart(key: str, title: str, reading: str, figure, label: str, empty: str = 
             "empty": empty or reading, **extra}
 
 
-def series_many(deployment: Deployment, names: list[str], *, start, end) -> dict[str, metrics.Series]:
-    """metrics.series() for several metrics in one pass: each bucket's rollups are read and merged once, not once
-    per metric (seven series over a week of hourly rollups otherwise cost a second)."""
-    bucket = metrics.choose_bucket(start, end)
-    rows = (Rollup.objects.filter(deployment=deployment, bucket=bucket, shadow=False,
-                                  start__gte=rollups.floor(start, bucket), start__lt=end).order_by("start"))
-    points: dict[str, list] = {name: [] for name in names}
-    for moment, group in groupby(rows, key=lambda r: r.start):
-        merged = rollups.merge(list(group))
-        for name in names:
-            measured = metrics.value_of(name, merged)
-            points[name].append((moment, measured.value, measured.samples))
-    return {name: metrics.Series(name, bucket, found) for name, found in points.items()}
-
-
 def _performance_key(summary: dict) -> str | None:
     return next((k for k in PERFORMANCE_KEYS if summary.get(k) is not None), None)
 
@@ -169,7 +153,12 @@ def _performance(summary: dict, series, marks) -> dict:
 
 
 def dashboard(deployment: Deployment, *, start, end) -> dict:
-    """Every chart of the monitoring page with its reading, from metrics (rollups) only."""
+    """Every chart of the monitoring page with its reading, from metrics (rollups) only, each rollup read once."""
+    with metrics.reading():
+        return _dashboard(deployment, start=start, end=end)
+
+
+def _dashboard(deployment: Deployment, *, start, end) -> dict:
     span = end - start
     now = metrics.summary(deployment, start=start, end=end)
     before = metrics.summary(deployment, start=start - span, end=start)
@@ -179,7 +168,7 @@ def dashboard(deployment: Deployment, *, start, end) -> dict:
 
     names = ["requests", "latency_p50", "latency_p95", "latency_p99", "error_rate", "missing_share",
              "out_of_range_share", *([_performance_key(now)] if _performance_key(now) else [])]
-    series = series_many(deployment, names, start=start, end=end)
+    series = metrics.series_many(deployment, names, start=start, end=end)
     usage = series["requests"]
     quality = [series["missing_share"], series["out_of_range_share"]]
     report = metrics.drift_report(deployment, start=start, end=end)
