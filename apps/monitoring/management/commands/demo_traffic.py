@@ -27,7 +27,7 @@ from apps.accounts.models import User
 from apps.deployments import predlog, protocol
 from apps.deployments.models import Deployment, PredictionLog
 from apps.deployments.serving import load_serving_model
-from apps.monitoring import alerts, rollups, services
+from apps.monitoring import alerts, reference, rollups, services
 from apps.monitoring.models import Alert, AlertRule, GroundTruth, RetrainingRun
 
 NAME = "Churn risk (staging)"
@@ -62,7 +62,19 @@ class Command(BaseCommand):
         parser.add_argument("--reset", action="store_true", help="Replace an earlier demo week.")
         parser.add_argument("--no-retrain", action="store_true", help="Leave the drift rule's action alone.")
 
-    def handle(self, *args, reset: bool = False, no_retrain: bool = False, **options):
+    def handle(self, *args, **options):
+        # The jobs this starts (reference statistics, the retraining the alert asks for) run here and now, not on a
+        # worker: the demo's story is complete when the command returns, and no worker races it for the same job.
+        from portal.celery import app
+
+        eager = app.conf.task_always_eager
+        app.conf.task_always_eager = True
+        try:
+            self._run(**options)
+        finally:
+            app.conf.task_always_eager = eager
+
+    def _run(self, *, reset: bool = False, no_retrain: bool = False, **options):
         deployment = Deployment.objects.filter(name=NAME).select_related("champion", "project").first()
         if deployment is None:
             raise CommandError(f"No “{NAME}” deployment: run `make demo` (or load_demo … load_demo_deployments) "
@@ -96,14 +108,19 @@ class Command(BaseCommand):
                                      items=[{"request_id": r, "row": row, "label": y} for r, row, _, y in chunk])
         self.stdout.write(f"Sent back {len(labelled):,} outcomes (a day late, for {LABELLED_SHARE:.0%} of rows).")
 
-        self._reference(deployment)
+        reference.profile_for(deployment, deployment.champion)  # computed now if it was not yet
         buckets = rollups.run()
         changes = alerts.evaluate_all()
         self.stdout.write(f"Monitoring: {buckets:,} five-minute buckets rolled up; {changes} alert(s) opened or "
                           "resolved.")
         for alert in Alert.objects.filter(rule__deployment=deployment).open():
             self.stdout.write(f"  [{alert.get_severity_display()}] {alert.title}")
-        self._finish_retraining(deployment)
+        run = RetrainingRun.objects.filter(deployment=deployment).select_related("new_version").first()
+        if run is not None and run.new_version:
+            self.stdout.write(f"Retraining registered {run.new_version} and asked for its approval: "
+                              f"{(run.comparison or {}).get('summary', '')}")
+        elif run is not None:
+            self.stdout.write(self.style.WARNING(f"Retraining {run.get_status_display().lower()}: {run.error}"))
 
     def _week(self, deployment, now):
         rng = np.random.default_rng(SEED)
@@ -151,37 +168,3 @@ class Command(BaseCommand):
                 if rng.random() < LABELLED_SHARE:
                     truths.append((request_id, row, moment, int(label)))
         return records, truths
-
-    def _reference(self, deployment) -> None:
-        """The reference statistics drift needs, computed here if no worker has done it yet."""
-        from apps.monitoring import reference
-        from apps.monitoring.models import ReferenceProfile
-
-        if reference.profile_for(deployment, deployment.champion) is not None:
-            return
-        pending = ReferenceProfile.objects.filter(model_version=deployment.champion,
-                                                  status=ReferenceProfile.Status.PENDING).first()
-        if pending is not None and pending.job_id:
-            reference.compute(str(pending.job_id))
-            self.stdout.write(f"Reference statistics computed from {pending.dataset_version}.")
-
-    def _finish_retraining(self, deployment) -> None:
-        """Run a retraining the drift alert queued here (a worker would pick it up too; the job runs once)."""
-        from apps.monitoring import retraining
-
-        queued = RetrainingRun.objects.filter(deployment=deployment, status=RetrainingRun.Status.QUEUED,
-                                              job__isnull=False).first()
-        if queued is None:
-            return
-        try:
-            retraining.run(str(queued.job_id))
-        except Exception as exc:  # the run records its own failure
-            self.stdout.write(self.style.WARNING(f"Retraining failed: {exc}"))
-            return
-        queued.refresh_from_db()
-        if queued.new_version:
-            self.stdout.write(f"Retraining registered {queued.new_version} and asked for its approval: "
-                              f"{(queued.comparison or {}).get('summary', '')}")
-        else:
-            self.stdout.write(self.style.WARNING(f"Retraining ended {queued.get_status_display().lower()}: "
-                                                 f"{queued.error}"))
