@@ -73,6 +73,7 @@ class Series:
 
 PERFORMANCE_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2")
 FEATURE_METRICS = {"missing_share", "out_of_range_share", "drift_psi"}
+MIN_LABELLED = 20  # fewer labelled rows in a bucket or window: no performance figure (one wrong answer is not 0 %)
 _USAGE_FIELDS = ("start", "model_version_id", "shadow", "reference_id", "requests", "rows", "errors", "callers",
                  "latency_sum", "latency_hist")
 _DRIFT_FIELDS = (*_USAGE_FIELDS, "features", "predictions")
@@ -234,8 +235,9 @@ def value_of(metric: str, merged: dict | None, *, feature: str | None = None) ->
         return Measurement(compared["psi"], compared["samples"], {"verdict": compared["verdict"]})
     if metric in PERFORMANCE_KEYS:
         stats = merged.get("performance") or {}
-        value = performance.metrics(stats).get(metric) if stats else None
-        return Measurement(value, stats.get("n", 0))
+        n = stats.get("n", 0)
+        value = performance.metrics(stats).get(metric) if n >= MIN_LABELLED else None
+        return Measurement(value, n)
     raise ValueError(f"Unknown metric {metric!r}.")
 
 
@@ -339,19 +341,30 @@ def drift_report(deployment, *, start: dt.datetime, end: dt.datetime) -> dict:
 def drift_heatmap(deployment, *, start: dt.datetime, end: dt.datetime, bucket: str | None = None) -> dict:
     """PSI per feature (rows) and bucket (columns); None where a bucket has too few rows to say.
 
-    PSI only (no test per cell): a heat-map of a month of hours is thousands of cells."""
+    PSI only (no test per cell): a heat-map of a month of hours is thousands of cells. Without a `bucket`, the
+    range's usual one is tried first and a coarser one when most cells would be too small to say anything."""
+    if bucket is None:
+        order = ["5m", "1h", "1d"]
+        for candidate in order[order.index(choose_bucket(start, end)):]:
+            heat = _heatmap(deployment, start=start, end=end, bucket=candidate)
+            cells = [v for row in heat["psi"] for v in row]
+            if candidate == "1d" or sum(v is None for v in cells) <= len(cells) / 2:
+                return heat
+    return _heatmap(deployment, start=start, end=end, bucket=bucket)
+
+
+def _heatmap(deployment, *, start: dt.datetime, end: dt.datetime, bucket: str) -> dict:
     from itertools import groupby
 
     from apps.monitoring import drift
 
-    bucket = bucket or choose_bucket(start, end)
     times, merged_rows = [], []
     for moment, group in groupby(_rollups(deployment, bucket, start, end, _DRIFT_FIELDS), key=lambda r: r.start):
         times.append(moment)
         merged_rows.append(_merged(list(group)))
     profile = next((_profile(m.get("reference_id")) for m in reversed(merged_rows) if m.get("reference_id")), None)
     if profile is None:
-        return {"times": times, "features": [], "psi": []}
+        return {"times": times, "features": [], "psi": [], "bucket": bucket}
     features, matrix = [], []
     for name in sorted(profile.features):
         ref = profile.features[name]
@@ -366,7 +379,7 @@ def drift_heatmap(deployment, *, start: dt.datetime, end: dt.datetime, bucket: s
         features.append(name)
         matrix.append([None if total < drift.MIN_SAMPLES else value
                        for value, total in zip(drift.psi_rows(ref, counts), counts.sum(axis=1), strict=True)])
-    return {"times": times, "features": features, "psi": matrix}
+    return {"times": times, "features": features, "psi": matrix, "bucket": bucket}
 
 
 def _daily(deployments, days: int, now):

@@ -227,20 +227,23 @@ def heatmap(data: dict, *, bucket_word: str = "buckets") -> str:
 
 
 def performance(label: str, values: Sequence[float | None], *, labelled: int, unit: str = "",
-                higher_is_better: bool = True) -> str:
-    """"Accuracy is 87% on 1,204 labelled predictions, down from 91% at the start of the period."""
+                higher_is_better: bool = True, overall: float | None = None) -> str:
+    """"Accuracy is 87% on 1,204 labelled predictions; it went from 91% early in the period to 84% at the end
+    (worse)." The headline is the whole period's value (`overall`, else the last bucket's); the trend compares the
+    first and last buckets that had enough labels to say."""
     known = [v for v in values if v is not None]
-    if not labelled or not known:
+    headline = overall if overall is not None else (known[-1] if known else None)
+    if not labelled or headline is None:
         return ("No labels yet: send the true outcomes through the feedback API or upload a CSV, and accuracy "
                 "appears here.")
     show = percent if unit == "%" else number
-    sentence = f"{label} is {show(known[-1])} on {count(labelled)} labelled prediction{'s' if labelled != 1 else ''}"
-    first, last = known[0], known[-1]
-    if len(known) > 1 and abs(last - first) > max(0.02 * abs(first), 1e-9):
-        direction = "up" if last > first else "down"
-        better = (last > first) == higher_is_better
-        sentence += f", {direction} from {show(first)} at the start of the period"
-        sentence += "" if better else " (worse)"
+    sentence = f"{label} is {show(headline)} on {count(labelled)} labelled prediction{'s' if labelled != 1 else ''}"
+    if len(known) > 1:
+        first, last = known[0], known[-1]
+        if abs(last - first) > max(0.02 * abs(first), 1e-9):
+            better = (last > first) == higher_is_better
+            sentence += f"; it went from {show(first)} early in the period to {show(last)} at the end"
+            sentence += "" if better else " (worse)"
     return sentence + "."
 
 

@@ -99,10 +99,11 @@ def test_heatmap_counts_buckets_with_strong_drift():
 
 
 def test_performance_over_time():
-    assert readings.performance("Accuracy", [0.91, None, 0.87], labelled=1204, unit="%") == (
-        "Accuracy is 87% on 1,204 labelled predictions, down from 91% at the start of the period (worse).")
+    assert readings.performance("Accuracy", [0.91, None, 0.87], labelled=1204, unit="%", overall=0.89) == (
+        "Accuracy is 89% on 1,204 labelled predictions; it went from 91% early in the period to 87% at the end "
+        "(worse).")
     assert readings.performance("MAE", [3.2, 2.1], labelled=10, higher_is_better=False) == (
-        "MAE is 2.10 on 10 labelled predictions, down from 3.20 at the start of the period.")
+        "MAE is 2.10 on 10 labelled predictions; it went from 3.20 early in the period to 2.10 at the end.")
     assert readings.performance("Accuracy", [0.9], labelled=1, unit="%") == "Accuracy is 90% on 1 labelled prediction."
     assert readings.performance("Accuracy", [], labelled=0).startswith("No labels yet")
 

@@ -147,7 +147,7 @@ def _performance(summary: dict, series, marks) -> dict:
     values = [v for _, v, _ in series.points] or [summary[key]]
     return _chart("performance", f"Performance: {info.label}",
                   readings.performance(info.label, values, labelled=labelled, unit=info.unit,
-                                       higher_is_better=info.higher_is_better),
+                                       higher_is_better=info.higher_is_better, overall=summary.get(key)),
                   charts.performance_figure(series, label=info.label, percent=info.unit == "%", markers=marks),
                   f"{info.label} per bucket over the chosen period")
 
@@ -176,7 +176,8 @@ def _dashboard(deployment: Deployment, *, start, end) -> dict:
     heat = metrics.drift_heatmap(deployment, start=start, end=end) if has_reference else {}
     # Reference data exists (drift may still wait for traffic or for its statistics) or is missing altogether.
     has_data = has_reference or reference.dataset_for(deployment, deployment.champion) is not None
-    bucket_word = {"5m": "5-minute buckets", "1h": "hours", "1d": "days"}.get(usage.bucket, "buckets")
+    bucket_word = {"5m": "5-minute buckets", "1h": "hours", "1d": "days"}.get(heat.get("bucket") or usage.bucket,
+                                                                             "buckets")
 
     top = [f for f in report.get("features", []) if f.get("psi") is not None
            and f.get("verdict") != readings.TOO_FEW][:3]
