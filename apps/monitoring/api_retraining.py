@@ -13,8 +13,8 @@ from rest_framework.reverse import reverse
 from apps.accounts.api import call_service
 from apps.accounts.permissions import Action, require
 from apps.core.api import job_accepted
-from apps.deployments.models import Deployment
 from apps.monitoring import retraining
+from apps.monitoring.api import deployment_for
 from apps.monitoring.models import RetrainingRun
 
 
@@ -73,14 +73,6 @@ class RetrainingViewSet(viewsets.GenericViewSet):
     serializer_class = RetrainingRunSerializer
     queryset = RetrainingRun.objects.none()
 
-    def _deployment(self, slug) -> Deployment:
-        deployments = Deployment.objects.visible_to(self.request.user).select_related(
-            "project", "environment", "champion__model", "champion__training_dataset")
-        scoped = getattr(self.request.auth, "project_id", None)
-        if scoped:
-            deployments = deployments.filter(project_id=scoped)
-        return get_object_or_404(deployments, slug=slug)
-
     def _runs(self):
         runs = RetrainingRun.objects.visible_to(self.request.user).select_related(
             "deployment", "job", "alert", "created_by", "base_version__model", "new_version__model",
@@ -96,7 +88,7 @@ class RetrainingViewSet(viewsets.GenericViewSet):
     def start(self, request, slug=None):
         """Start retraining the champion: 202 with the run and its job (the run already under way, if there is one);
         409 with the reason when the champion cannot be refitted here."""
-        deployment = self._deployment(slug)
+        deployment = deployment_for(self.request, slug)
         call_service(require, request.user, Action.RETRAIN, deployment,
                      denied="Your role in this project cannot start retraining.")
         try:
@@ -114,7 +106,7 @@ class RetrainingViewSet(viewsets.GenericViewSet):
     @extend_schema(responses={200: RetrainingRunSerializer(many=True)})
     def list(self, request, slug=None):
         """The deployment's retraining runs, newest first."""
-        deployment = self._deployment(slug)
+        deployment = deployment_for(self.request, slug)
         page = self.paginate_queryset(self._runs().filter(deployment=deployment))
         return self.get_paginated_response(RetrainingRunSerializer(page, many=True, context={"request": request}).data)
 

@@ -26,6 +26,7 @@ from apps.monitoring import alerts, metrics
 from apps.monitoring.api_alerts import alert_filters
 from apps.monitoring.forms import AlertRuleForm, AssignForm, SnoozeForm, is_percent
 from apps.monitoring.models import Alert, AlertRule
+from apps.monitoring.views import deployment_for
 
 PAGE_SIZE = 25
 STATUS_CHOICES = [("unresolved", "Not resolved"), *Alert.Status.choices, ("all", "Any status")]
@@ -39,8 +40,6 @@ def _alert_for(request, uuid) -> Alert:
     return get_object_or_404(_alerts().visible_to(request.user), uuid=uuid)
 
 
-def _deployment_for(request, slug: str) -> Deployment:
-    return get_object_or_404(Deployment.objects.visible_to(request.user).select_related("project"), slug=slug)
 
 
 # --- Alerts ------------------------------------------------------------------------------------------------------
@@ -220,7 +219,7 @@ def _save_rule(request, deployment: Deployment, rule: AlertRule | None):
 
 @login_required
 def alert_rules(request, slug: str):
-    deployment = _deployment_for(request, slug)
+    deployment = deployment_for(request, slug)
     if request.method == "POST":
         require(request.user, Action.MANAGE_ALERTS, deployment)
         return _save_rule(request, deployment, None)
@@ -229,7 +228,7 @@ def alert_rules(request, slug: str):
 
 @login_required
 def alert_rule_edit(request, slug: str, rule):
-    deployment = _deployment_for(request, slug)
+    deployment = deployment_for(request, slug)
     instance = get_object_or_404(AlertRule.objects.filter(deployment=deployment), uuid=rule)
     require(request.user, Action.MANAGE_ALERTS, deployment)
     if request.method == "POST":
@@ -240,7 +239,7 @@ def alert_rule_edit(request, slug: str, rule):
 @login_required
 @require_POST
 def alert_rule_delete(request, slug: str, rule):
-    deployment = _deployment_for(request, slug)
+    deployment = deployment_for(request, slug)
     instance = get_object_or_404(AlertRule.objects.filter(deployment=deployment), uuid=rule)
     alerts.delete_rule(instance, actor=request.user)
     messages.success(request, f"Rule “{instance.name}” deleted.")

@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import path, reverse
 
 from apps.accounts.permissions import Action, can
@@ -17,13 +17,11 @@ from apps.datasets.models import DatasetVersion
 from apps.deployments.models import Deployment
 from apps.monitoring import services
 from apps.monitoring.models import GroundTruth
+from apps.monitoring.views import deployment_for
 
 RECENT_LABELS = 20
 
 
-def _deployment_for(request, slug: str) -> Deployment:
-    return get_object_or_404(Deployment.objects.visible_to(request.user).select_related(
-        "project", "environment", "champion__model"), slug=slug)
 
 
 class FeedbackUploadForm(forms.Form):
@@ -35,7 +33,7 @@ class FeedbackUploadForm(forms.Form):
 
 @login_required
 def feedback(request, slug):
-    deployment = _deployment_for(request, slug)
+    deployment = deployment_for(request, slug)
     may_send = can(request.user, Action.SEND_FEEDBACK, deployment)
     form = FeedbackUploadForm()
     if request.method == "POST":
@@ -90,7 +88,7 @@ class MonitoringSettingsForm(forms.Form):
 
 @login_required
 def monitoring_settings(request, slug):
-    deployment = _deployment_for(request, slug)
+    deployment = deployment_for(request, slug)
     may_change = can(request.user, Action.MANAGE_ALERTS, deployment)
     current = services.settings_for(deployment)
     initial = {name: getattr(current, name) for name in services.SETTING_FIELDS}

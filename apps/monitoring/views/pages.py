@@ -13,10 +13,8 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.shortcuts import get_object_or_404, render
-from django.template import TemplateDoesNotExist
-from django.template.loader import select_template
-from django.urls import NoReverseMatch, path, reverse
+from django.shortcuts import render
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
@@ -26,8 +24,9 @@ from apps.approvals.models import ApprovalRequest
 from apps.approvals.services import waiting_for
 from apps.core.models import Job
 from apps.deployments.models import Deployment
-from apps.monitoring import charts, metrics, readings, reference
+from apps.monitoring import alerts, charts, metrics, readings, reference
 from apps.monitoring.models import Alert, MonitoringSettings
+from apps.monitoring.views import deployment_for, retraining
 
 CARDS_PER_PAGE = 48
 SPARK_DAYS = 14
@@ -38,11 +37,7 @@ PERFORMANCE_KEYS = ("accuracy", "f1", "roc_auc", "mae", "rmse", "r2")
 
 
 def _url(name: str, *args, query: dict | None = None) -> str:
-    """reverse() for pages other features add: "" while they do not exist yet."""
-    try:
-        url = reverse(name, args=args)
-    except NoReverseMatch:
-        return ""
+    url = reverse(name, args=args)
     return f"{url}?{urlencode(query)}" if query else url
 
 
@@ -51,25 +46,9 @@ def _deployments():
 
 
 def health_of(deployments) -> dict[int, dict]:
-    """{deployment id: {"level": green|amber|red|unknown, "reason"}} from alerts.health_of (one query)."""
-    try:
-        from apps.monitoring import alerts
-    except ImportError:
-        alerts = None
-    bulk = getattr(alerts, "health_of", None)
-    found = bulk(deployments) if bulk else {}
-    return {d.pk: _health(found.get(d.pk)) for d in deployments}
-
-
-def _health(value) -> dict:
-    if isinstance(value, (tuple, list)) and value:
-        level, reason = value[0], (value[1] if len(value) > 1 else "")
-    elif isinstance(value, dict):
-        level, reason = value.get("level") or value.get("colour") or value.get("status"), value.get("reason", "")
-    else:
-        level, reason = value, ""
-    level = level if level in ("green", "amber", "red") else "unknown"
-    return {"level": level, "reason": reason or ("Health is not known yet." if level == "unknown" else "")}
+    """{deployment id: {"level": green|amber|red, "reason"}} from the open alerts (one query)."""
+    found = alerts.health_of(deployments)
+    return {d.pk: {"level": found[d.pk][0], "reason": found[d.pk][1]} for d in deployments}
 
 
 # --- The time range ------------------------------------------------------------------------------------------------
@@ -222,28 +201,12 @@ def _dashboard(deployment: Deployment, *, start, end) -> dict:
     }
 
 
-def _retraining_panel(request, deployment: Deployment) -> dict:
-    """The retraining helper's panel, when it exists: its template and the context its view offers."""
-    try:
-        name = select_template(["monitoring/_retraining_panel.html"]).template.name
-    except TemplateDoesNotExist:
-        return {}
-    try:
-        from apps.monitoring.views import retraining
-        extra = getattr(retraining, "panel_context", None)
-        context = extra(request, deployment) if extra else {}
-    except ImportError:
-        context = {}
-    return {"retraining_panel": name, **(context or {})}
-
-
 @login_required
 def deployment_monitoring(request, slug: str):
-    deployment = get_object_or_404(_deployments().visible_to(request.user), slug=slug)
+    deployment = deployment_for(request, slug)
     form, choice, start, end = time_window(request.GET)
     open_alerts = Alert.objects.filter(rule__deployment=deployment).open().count()
-    feedback_api = (_url("api:deployment-feedback", deployment.slug)
-                    or f"/api/v1/deployments/{deployment.slug}/feedback/")
+    feedback_api = _url("api:deployment-feedback", deployment.slug)
     context = {
         "deployment": deployment, "project": deployment.project, "form": form, "range": choice,
         "start": start, "end": end, "health": health_of([deployment])[deployment.pk], "open_alerts": open_alerts,
@@ -254,7 +217,7 @@ def deployment_monitoring(request, slug: str):
         "may_send_feedback": can(request.user, Action.SEND_FEEDBACK, deployment),
         "may_manage_alerts": can(request.user, Action.MANAGE_ALERTS, deployment),
         **dashboard(deployment, start=start, end=end),
-        **_retraining_panel(request, deployment),
+        **retraining.panel_context(request, deployment),
     }
     return render(request, "monitoring/monitoring.html", context, status=400 if form.errors else 200)
 

@@ -16,16 +16,11 @@ from apps.core.views import redirect_after_post
 from apps.deployments.models import Deployment
 from apps.monitoring import retraining
 from apps.monitoring.models import MonitoringSettings, RetrainingRun
+from apps.monitoring.views import deployment_for
 
 PAGE_SIZE = 10
 
 
-def _deployment_for(request, slug: str) -> Deployment:
-    deployment = get_object_or_404(
-        Deployment.objects.visible_to(request.user).select_related(
-            "project", "environment", "champion__model", "champion__training_dataset__dataset"), slug=slug)
-    require(request.user, Action.VIEW_PROJECT, deployment)
-    return deployment
 
 
 def with_rows(run: RetrainingRun) -> RetrainingRun:
@@ -45,7 +40,7 @@ def panel_context(request, deployment: Deployment, runs=None) -> dict:
 
 @login_required
 def page(request, slug: str):
-    deployment = _deployment_for(request, slug)
+    deployment = deployment_for(request, slug)
     runs = Paginator(retraining.runs_of(deployment), PAGE_SIZE).get_page(request.GET.get("page"))
     settings = MonitoringSettings.objects.filter(deployment=deployment).first() or MonitoringSettings(
         deployment=deployment)
@@ -57,7 +52,7 @@ def page(request, slug: str):
 @login_required
 @require_POST
 def start(request, slug: str):
-    deployment = _deployment_for(request, slug)
+    deployment = deployment_for(request, slug)
     require(request.user, Action.RETRAIN, deployment)
     try:
         run = retraining.start_retraining(deployment, actor=request.user, trigger="manual")
@@ -76,7 +71,7 @@ def start(request, slug: str):
 @login_required
 def run_row(request, slug: str, run):
     """One run (polled by htmx while it runs)."""
-    deployment = _deployment_for(request, slug)
+    deployment = deployment_for(request, slug)
     instance = get_object_or_404(retraining.runs_of(deployment), uuid=run)
     return render(request, "monitoring/_retraining_run.html", {
         "deployment": deployment, "run": with_rows(instance), "rows": instance.rows,
