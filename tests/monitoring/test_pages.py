@@ -309,3 +309,20 @@ def test_performance_chart_appears_once_labels_arrive(deployment, people, client
 def test_range_picker_names_the_time_zone(deployment, people, client_as):
     html = client_as(people["viewer"]).get(reverse("deployment-monitoring", args=[deployment.slug])).content.decode()
     assert f"times are in {timezone.get_current_timezone_name()}." in html
+
+
+def test_a_deployment_serving_after_its_approval_expired_is_red_on_the_operations_center(people, project, client_as,
+                                                                                        production, version):
+    granted = approve(version, production, people)
+    serving = deployments.deploy(project, actor=people["scientist"], name="Churn prod", environment=production,
+                                 version=version)
+    page = client_as(people["viewer"]).get(reverse("operations"))
+    assert next(d for d in page.context["cards"] if d.pk == serving.pk).health["level"] == "green"
+
+    granted.expires_at = timezone.now() - dt.timedelta(minutes=1)  # as approvals.expire_due leaves it
+    granted.save(update_fields=["expires_at"])
+    page = client_as(people["viewer"]).get(reverse("operations"))
+    card = next(d for d in page.context["cards"] if d.pk == serving.pk)
+    assert card.health["level"] == "red" and "without a current approval" in card.health["reason"]
+    monitoring = client_as(people["viewer"]).get(reverse("deployment-monitoring", args=[serving.slug]))
+    assert "without a current approval" in monitoring.content.decode()

@@ -46,9 +46,29 @@ def _deployments():
 
 
 def health_of(deployments) -> dict[int, dict]:
-    """{deployment id: {"level": green|amber|red, "reason"}} from the open alerts (one query)."""
+    """{deployment id: {"level": green|amber|red, "reason"}}: red while a critical alert is open or the champion
+    serves a gated environment without a current approval, amber while another alert is open (two queries)."""
     found = alerts.health_of(deployments)
-    return {d.pk: {"level": found[d.pk][0], "reason": found[d.pk][1]} for d in deployments}
+    lapsed = _serving_without_approval(deployments)
+    health = {d.pk: {"level": found[d.pk][0], "reason": found[d.pk][1]} for d in deployments}
+    for pk in lapsed:
+        reason = "Serving without a current approval (it expired, or the file changed): re-certify it or stop it."
+        health[pk] = {"level": "red", "reason": f"{reason} {health[pk]['reason']}." if health[pk]["level"] != "green"
+                      else reason}
+    return health
+
+
+def _serving_without_approval(deployments) -> set[int]:
+    """Active deployments in a gated environment whose champion's approval there is no longer current."""
+    gated = [d for d in deployments if d.status == Deployment.Status.ACTIVE and d.environment.gated]
+    if not gated:
+        return set()
+    approvals = (ApprovalRequest.objects.filter(status=ApprovalRequest.Status.APPROVED,
+                                                model_version_id__in={d.champion_id for d in gated},
+                                                environment_id__in={d.environment_id for d in gated})
+                 .select_related("model_version"))
+    current = {(a.model_version_id, a.environment_id) for a in approvals if a.is_current_approval}
+    return {d.pk for d in gated if (d.champion_id, d.environment_id) not in current}
 
 
 # --- The time range ------------------------------------------------------------------------------------------------
