@@ -67,7 +67,7 @@ test: $(VENV)/.installed-dev test-tools
 
 ## bench: the benchmarks whose numbers are in docs/benchmarks.md (each on throwaway data of its own);
 ## `make bench BENCHES=grid BENCH_ARGS="--repeat 20"` runs one with its own options
-BENCHES ?= audit grid profiling registry serving
+BENCHES ?= audit grid profiling registry serving monitoring
 bench: export DEBUG ?= 1
 bench: $(VENV)/.installed-run
 	@for name in $(BENCHES); do echo "== bench/bench_$$name.py"; $(PY) bench/bench_$$name.py $(BENCH_ARGS) || exit 1; done
