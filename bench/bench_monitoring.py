@@ -631,13 +631,15 @@ def time_pages(args, setup: dict, failures: list) -> dict:
         if samples:
             say(args, f"  {name}: p50 {results[name]['p50']:.0f} ms, p95 {results[name]['p95']:.0f} ms")
     timed = {k: v for k, v in results.items() if "p95" in v}
-    if timed:  # where the slowest page spends its time: one more load under cProfile
+    if timed:  # where the slowest page (or, with --profile-pages, each) spends its time: one more load, profiled
         worst = max(timed, key=lambda k: timed[k]["p95"])
-        profiler = cProfile.Profile()
-        profiler.enable()
-        client.get(urls[worst])
-        profiler.disable()
-        results["_profile"] = {"page": worst, **profile_text(profiler, 45)}
+        for name in (timed if args.profile_pages else [worst]):
+            profiler = cProfile.Profile()
+            profiler.enable()
+            client.get(urls[name])
+            profiler.disable()
+            results["_profile" if name == worst else f"_profile {name}"] = {"page": name,
+                                                                             **profile_text(profiler, 45)}
     return results
 
 
@@ -770,9 +772,12 @@ def drift_vs_evidently(args, work: Path, reference_frame, failures: list) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
-                                                                 "postgres://postgres@127.0.0.1:5432/postgres"),
-                        help="PostgreSQL server to make the throwaway database on")
+    default_url = os.environ.get("DATABASE_URL", "")
+    if urlsplit(default_url).scheme not in {"postgres", "postgresql", "pgsql"}:
+        default_url = "postgres://postgres@127.0.0.1:5432/postgres"
+    parser.add_argument("--database-url", default=default_url,
+                        help="PostgreSQL server to make the throwaway database on (default: DATABASE_URL when it is "
+                             "PostgreSQL, else postgres://postgres@127.0.0.1:5432/postgres)")
     parser.add_argument("--rows", type=int, default=10_000_000, help="log rows of the big deployment")
     parser.add_argument("--other-rows", type=int, default=1_000_000, help="log rows spread over 50 others")
     parser.add_argument("--hours", type=int, default=100, help="hours the history spans")
@@ -786,6 +791,8 @@ def main() -> None:
                              "on a sample and recount() what the pages read (default)")
     parser.add_argument("--sample-hours", type=int, default=2, help="hours of history recounted as the sample")
     parser.add_argument("--skip-evidently", action="store_true", help="time our drift only")
+    parser.add_argument("--profile-pages", action="store_true", help="print a cProfile of every page, not only "
+                                                                      "the slowest")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database (to inspect it)")
     parser.add_argument("--quick", action="store_true", help="smoke run: every count ~100x smaller")
     parser.add_argument("--json", action="store_true")
@@ -940,9 +947,10 @@ def print_report(report: dict) -> None:
             print(f"| {name} | {r['p50']:.1f} | {r['p95']:.1f} | {r['max']:.1f} |")
         elif isinstance(r, dict) and "skipped" in r:
             print(f"| {name} | {r['skipped']} | | |")
-    if "_profile" in steps["pages"]:
-        print(f"the slowest page ({steps['pages']['_profile']['page']}) under cProfile, by cumulative time:")
-        print(steps["pages"]["_profile"]["cumulative"])
+    for key, profiled in steps["pages"].items():
+        if key.startswith("_profile"):
+            print(f"{profiled['page']} under cProfile, by cumulative time:")
+            print(profiled["cumulative"])
     check = steps["metrics"]["drift_report_check"]
     print(f"metrics.drift_report from {check['from']} (drifted) flags: {check['flagged']}")
     d = steps["drift"]
