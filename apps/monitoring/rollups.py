@@ -250,21 +250,23 @@ def merge(rows) -> dict:
     merged = {"requests": 0, "rows": 0, "errors": 0, "latency_sum": 0.0, "callers": set(), "latency_hist": None,
               "features": {}, "predictions": {}, "performance": {}, "reference_id": reference_id}
     for r in rows:
+        # Only the fields the caller loaded (readers defer the JSON they do not need; touching it would query).
+        loaded = r.__dict__
         merged["requests"] += r.requests
         merged["rows"] += r.rows
         merged["errors"] += r.errors
         merged["latency_sum"] += r.latency_sum
         if len(merged["callers"]) < MAX_CALLERS:
-            merged["callers"].update(r.callers)
-        if r.latency_hist:
+            merged["callers"].update(loaded.get("callers") or ())
+        if loaded.get("latency_hist"):
             hist = np.asarray(r.latency_hist, dtype=np.int64)
             merged["latency_hist"] = hist if merged["latency_hist"] is None else merged["latency_hist"] + hist
         same = r.reference_id == reference_id
-        for name, stats in (r.features or {}).items():
+        for name, stats in (loaded.get("features") or {}).items():
             _add_column(merged["features"].setdefault(name, {}), stats, with_bins=same)
-        if r.predictions:
+        if loaded.get("predictions"):
             _add_column(merged["predictions"], r.predictions, with_bins=same)
-        if r.performance:
+        if loaded.get("performance"):
             merged["performance"] = performance.merge(merged["performance"], r.performance)
     merged["callers"] = sorted(merged["callers"])[:MAX_CALLERS]
     merged["latency_hist"] = [] if merged["latency_hist"] is None else merged["latency_hist"].tolist()

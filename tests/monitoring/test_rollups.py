@@ -115,3 +115,28 @@ def test_metrics_read_the_window(traffic):
     assert summary["missing_share"] == pytest.approx(10 / 600) and summary["missing_share_feature"] == "income"
     daily = metrics.daily_requests([traffic], days=3, now=T0 + dt.timedelta(days=1))
     assert [n for _, n in daily[traffic.pk]] == [0, 240, 0]
+
+
+def test_a_long_window_reads_days_hours_and_five_minute_edges_and_counts_exactly(deployment):
+    """Two days of traffic; windows with ragged edges read as few rows as possible and count every request in them."""
+    from apps.monitoring.metrics import _pieces
+
+    for day in range(2):
+        log_predictions(deployment, customer_rows(48 * 12, seed=30 + day), at=T0 + dt.timedelta(days=day),
+                        spread=dt.timedelta(hours=24))
+    rollups.run(now=T0 + dt.timedelta(days=3))
+    logs = list(PredictionLog.objects.filter(deployment=deployment).values_list("created_at", flat=True))
+    for start, end in [(T0 + dt.timedelta(minutes=7), T0 + dt.timedelta(days=1, hours=3, minutes=2)),
+                       (T0.replace(hour=0) + dt.timedelta(days=1), T0 + dt.timedelta(days=2)),
+                       (T0 + dt.timedelta(minutes=10), T0 + dt.timedelta(minutes=50))]:
+        pieces = _pieces(start, end)
+        assert len({b for b, _, _ in pieces}) >= 1 and all(a < b for _, a, b in pieces)
+        # Every 5-minute bucket that starts inside [start, end) counts whole (rollups are the resolution).
+        first = rollups.floor(start, "5m")
+        expected = sum(1 for t in logs if first <= t and rollups.floor(t, "5m") < end)
+        minutes = int((end - start).total_seconds() // 60)
+        assert metrics.window_value(deployment, "requests", minutes=minutes, now=end).value == expected
+        assert metrics.requests_between(deployment, start=start, end=end) == expected
+    # A day and a bit is one day row, a few hours and a handful of 5-minute rows, not 300.
+    pieces = _pieces(T0 - dt.timedelta(hours=9, minutes=5), T0 + dt.timedelta(days=1, hours=2, minutes=10))
+    assert [b for b, _, _ in pieces].count("1d") == 1 and len(pieces) <= 5

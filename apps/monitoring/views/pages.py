@@ -160,7 +160,7 @@ def dashboard(deployment: Deployment, *, start, end) -> dict:
 def _dashboard(deployment: Deployment, *, start, end) -> dict:
     span = end - start
     now = metrics.summary(deployment, start=start, end=end)
-    before = metrics.summary(deployment, start=start - span, end=start)
+    before = {"requests": metrics.requests_between(deployment, start=start - span, end=start)}
     marks = metrics.markers(deployment, start=start, end=end)
     period, before_words = readings.period_words(span.total_seconds() / 3600)
     requests = now.get("requests") or 0
