@@ -29,9 +29,15 @@ def is_numeric(values: np.ndarray) -> bool:
 
 def as_float(values) -> np.ndarray:
     """Numbers as float64 with NaN for anything missing or not a number (strings that parse are numbers)."""
+    if _is_arrow(values):
+        return _arrow_floats(values)
     arr = np.asarray(values)
     if arr.dtype.kind in "biuf":
         return arr.astype(np.float64, copy=False)
+    try:  # the common case, in C: numbers and None (None becomes NaN)
+        return np.array(arr, dtype=np.float64)
+    except (TypeError, ValueError):
+        pass
     import pandas as pd
 
     return pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -39,13 +45,49 @@ def as_float(values) -> np.ndarray:
 
 def as_text(values) -> np.ndarray:
     """Categorical values as strings, with None for missing."""
-    import pandas as pd
-
-    series = pd.Series(np.asarray(values, dtype=object), dtype=object)
-    missing = series.isna().to_numpy()
-    out = series.astype(str).to_numpy(dtype=object)
-    out[missing] = None
+    arr = np.asarray(values, dtype=object)
+    out = np.empty(len(arr), dtype=object)
+    for i, v in enumerate(arr):  # a plain loop beats pandas' round trip for the sizes rollups see
+        out[i] = v if isinstance(v, str) else (None if v is None or v != v else str(v))
     return out
+
+
+# --- Arrow columns (whole tables: the benchmark, reference data read from Parquet) -----------------------------
+
+
+def _is_arrow(values) -> bool:
+    return type(values).__module__.startswith("pyarrow")
+
+
+def _arrow_floats(values) -> np.ndarray:
+    """A numeric Arrow column as float64, nulls as NaN."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not _arrow_is_numeric(values):
+        raise TypeError(f"not a numeric column ({values.type})")
+    return np.asarray(pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _arrow_is_numeric(values) -> bool:
+    import pyarrow as pa
+
+    t = values.type
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+
+
+def _arrow_value_counts(values) -> tuple[list[str], np.ndarray, int]:
+    """(distinct non-missing values as text, their counts, missing count), counted in Arrow (C++)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = pc.cast(values, pa.string())
+    counted = pc.value_counts(values)
+    names = counted.field("values").to_pylist()
+    counts = np.asarray(counted.field("counts").to_numpy(zero_copy_only=False), dtype=np.int64)
+    keep = [i for i, name in enumerate(names) if name is not None]
+    return [names[i] for i in keep], counts[keep], int(values.null_count)
 
 
 # --- The reference: bins fixed once ------------------------------------------------------------------------
@@ -76,13 +118,25 @@ def categorical_reference(values: np.ndarray) -> dict:
 
 def reference_column(values) -> dict:
     """The reference entry for one column, numeric when most present values are numbers."""
+    if _is_arrow(values):
+        if _arrow_is_numeric(values):
+            return numeric_reference(_arrow_floats(values))
+        names, counts, missing = _arrow_value_counts(values)
+        order = np.argsort(-counts, kind="stable")
+        categories = [names[i] for i in order[:TOP_CATEGORIES]]
+        return {"kind": "categorical", "categories": categories, "complete": len(names) <= TOP_CATEGORIES,
+                "counts": _categorical_counts_of(names, counts, categories).tolist(), "n": int(counts.sum()),
+                "missing": missing}
     arr = np.asarray(values)
     if arr.dtype.kind in "biuf" or arr.dtype.kind == "b":
         return numeric_reference(arr.astype(np.float64))
-    numbers = as_float(arr)
-    present = int(np.count_nonzero(as_text(arr) != None))  # noqa: E711
-    if present and np.count_nonzero(~np.isnan(numbers)) >= 0.95 * present:
-        return numeric_reference(numbers)
+    sample = arr[:2000]  # text columns are told apart on a sample: converting a million strings costs seconds
+    present = int(np.count_nonzero(as_text(sample) != None))  # noqa: E711
+    if present and np.count_nonzero(~np.isnan(as_float(sample))) >= 0.95 * present:
+        numbers = as_float(arr)
+        present = int(np.count_nonzero(as_text(arr) != None))  # noqa: E711
+        if np.count_nonzero(~np.isnan(numbers)) >= 0.95 * present:
+            return numeric_reference(numbers)
     return categorical_reference(as_text(arr))
 
 
@@ -98,6 +152,11 @@ def numeric_counts(values: np.ndarray, edges) -> np.ndarray:
 
 def categorical_counts(values: np.ndarray, categories: list[str]) -> np.ndarray:
     """Counts of (non-missing, text) values per category, the last bin for every other value."""
+    if len(values) < 50_000:  # pandas' set-up costs more than a dict lookup per value at rollup sizes
+        index = {c: i for i, c in enumerate(categories)}
+        other = len(categories)
+        codes = np.fromiter((index.get(v, other) for v in values), dtype=np.int64, count=len(values))
+        return np.bincount(codes, minlength=other + 1)
     import pandas as pd
 
     codes = pd.Categorical(values, categories=categories).codes.astype(np.int64)
@@ -105,8 +164,24 @@ def categorical_counts(values: np.ndarray, categories: list[str]) -> np.ndarray:
     return np.bincount(codes, minlength=len(categories) + 1)
 
 
+def _categorical_counts_of(names: list[str], counts: np.ndarray, categories: list[str]) -> np.ndarray:
+    """Distinct values with their counts folded into the reference's categories (the rest in "other")."""
+    index = {c: i for i, c in enumerate(categories)}
+    out = np.zeros(len(categories) + 1, dtype=np.int64)
+    for name, n in zip(names, counts, strict=True):
+        out[index.get(name, len(categories))] += n
+    return out
+
+
 def count_column(ref: dict, values) -> dict:
     """One window's statistics of a column in the reference's bins: rows, missing, out of range, counts."""
+    if _is_arrow(values) and not (ref["kind"] == "numeric" and _arrow_is_numeric(values)):
+        if ref["kind"] == "categorical":
+            names, counts, missing = _arrow_value_counts(values)
+            binned = _categorical_counts_of(names, counts, ref["categories"])
+            return {"n": len(values), "missing": missing,
+                    "out_of_range": int(binned[-1]) if ref.get("complete") else 0, "counts": binned.tolist()}
+        values = values.to_numpy(zero_copy_only=False)
     if ref["kind"] == "numeric":
         numbers = as_float(values)
         present = numbers[~np.isnan(numbers)]
@@ -241,12 +316,15 @@ def shares(counts) -> list[float]:
     return (arr / total).tolist() if total else [0.0] * len(arr)
 
 
-def drift_table(reference: dict[str, np.ndarray], current: dict[str, np.ndarray]) -> dict[str, dict]:
+def drift_table(reference, current) -> dict[str, dict]:
     """Whole-table drift of raw columns: reference bins from `reference`, `current` counted into them and compared.
 
-    What the rollups do in pieces, in one call; the benchmark times it against other tools."""
+    Each side is a mapping of column name to values, or a pyarrow Table (its columns are then counted in Arrow,
+    without making Python objects of its strings). What the rollups do in pieces, in one call; the benchmark
+    times it against other tools."""
+    names = reference.column_names if _is_arrow(reference) else list(reference)
     result = {}
-    for name, values in reference.items():
-        ref = reference_column(values)
+    for name in names:
+        ref = reference_column(reference[name])
         result[name] = compare(ref, count_column(ref, current[name])["counts"])
     return result

@@ -30,9 +30,10 @@ LATENCY_EDGES = np.geomspace(0.05, 120_000, 161)
 MAX_CALLERS = 100  # distinct callers kept per rollup (a count above it is a lower bound)
 # Rows read per recount query: a 5-minute bucket of a busy deployment is read in pieces of this size.
 CHUNK_ROWS = 20_000
-# Buckets this recent are recounted on every run, whatever the cursor says: a row whose id was taken before the
-# cursor moved but committed after it (two drains at once) is still counted.
-RECENT = dt.timedelta(minutes=10)
+# Buckets holding rows this recent are recounted on every run, whatever the cursor says: a row whose id was taken
+# before the cursor moved but committed after it (two drains at once, seconds apart) is still counted.
+RECENT = dt.timedelta(minutes=2)
+BATCH_IDS = 500_000  # log ids per transaction when catching up
 
 
 def floor(moment: dt.datetime, bucket: str) -> dt.datetime:
@@ -45,37 +46,51 @@ def floor(moment: dt.datetime, bucket: str) -> dt.datetime:
 
 
 def run(now: dt.datetime | None = None) -> int:
-    """Bring the rollups up to date with the prediction log and the ground truth; returns 5-minute buckets recounted."""
+    """Bring the rollups up to date with the prediction log and the ground truth; returns 5-minute buckets recounted.
+
+    A backlog (after an outage, or the first run on a big log) is worked through BATCH_IDS log rows per
+    transaction, the cursor moving after each, so no run holds one long transaction or the cursor lock for long."""
     now = now or timezone.now()
+    recounted, first = 0, True
+    while True:
+        done, count = _run_batch(now, with_extras=first)
+        recounted += count
+        first = False
+        if done:
+            return recounted
+
+
+def _run_batch(now: dt.datetime, *, with_extras: bool) -> tuple[bool, int]:
     with transaction.atomic():
         cursor, _ = RollupCursor.objects.select_for_update().get_or_create(name="predictions")
-        top = PredictionLog.objects.aggregate(top=Max("id"))["top"] or 0
+        newest = PredictionLog.objects.aggregate(top=Max("id"))["top"] or 0
+        top = min(newest, cursor.last_id + BATCH_IDS)
         touched: set[tuple[int, dt.datetime]] = set()
         if top > cursor.last_id:
             for deployment_id, created in (PredictionLog.objects.filter(id__gt=cursor.last_id, id__lte=top)
                                            .values_list("deployment_id", "created_at").iterator(chunk_size=50_000)):
                 touched.add((deployment_id, floor(created, "5m")))
-        feedback_top = GroundTruth.objects.aggregate(top=Max("id"))["top"] or 0
-        if feedback_top > cursor.last_feedback_id:
-            for deployment_id, predicted in (GroundTruth.objects
-                                             .filter(id__gt=cursor.last_feedback_id, id__lte=feedback_top,
-                                                     predicted_at__isnull=False)
-                                             .values_list("deployment_id", "predicted_at")):
-                touched.add((deployment_id, floor(predicted, "5m")))
-        from apps.monitoring.services import match_pending
+        feedback_top = cursor.last_feedback_id
+        if with_extras:
+            feedback_top = GroundTruth.objects.aggregate(top=Max("id"))["top"] or 0
+            if feedback_top > cursor.last_feedback_id:
+                for deployment_id, predicted in (GroundTruth.objects
+                                                 .filter(id__gt=cursor.last_feedback_id, id__lte=feedback_top,
+                                                         predicted_at__isnull=False)
+                                                 .values_list("deployment_id", "predicted_at")):
+                    touched.add((deployment_id, floor(predicted, "5m")))
+            from apps.monitoring.services import match_pending
 
-        touched |= match_pending(now)
-        recent = floor(now - RECENT, "5m")
-        for deployment_id in (PredictionLog.objects.filter(created_at__gte=recent)
-                              .values_list("deployment_id", flat=True).distinct()):
-            start = recent
-            while start <= now:
-                touched.add((deployment_id, start))
-                start += BUCKETS["5m"]
+            touched |= match_pending(now)
+            recent = now - RECENT
+            for deployment_id, created in (PredictionLog.objects.filter(created_at__gte=recent)
+                                           .values_list("deployment_id", "created_at")
+                                           .iterator(chunk_size=50_000)):
+                touched.add((deployment_id, floor(created, "5m")))
         recount(touched)
         cursor.last_id, cursor.last_feedback_id = max(top, cursor.last_id), max(feedback_top, cursor.last_feedback_id)
         cursor.save(update_fields=["last_id", "last_feedback_id", "updated_at"])
-    return len(touched)
+    return top >= newest, len(touched)
 
 
 def recount(buckets: set[tuple[int, dt.datetime]]) -> None:

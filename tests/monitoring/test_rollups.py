@@ -140,3 +140,16 @@ def test_a_long_window_reads_days_hours_and_five_minute_edges_and_counts_exactly
     # A day and a bit is one day row, a few hours and a handful of 5-minute rows, not 300.
     pieces = _pieces(T0 - dt.timedelta(hours=9, minutes=5), T0 + dt.timedelta(days=1, hours=2, minutes=10))
     assert [b for b, _, _ in pieces].count("1d") == 1 and len(pieces) <= 5
+
+
+def test_a_backlog_is_rolled_up_in_batches_with_the_same_result(traffic, monkeypatch):
+    rollups.run(now=T0 + dt.timedelta(days=1))
+    whole = _snapshot()
+    Rollup.objects.all().delete()
+    from apps.monitoring.models import RollupCursor
+
+    RollupCursor.objects.update(last_id=0, last_feedback_id=0)
+    monkeypatch.setattr(rollups, "BATCH_IDS", 37)  # 240 logged requests: seven transactions
+    rollups.run(now=T0 + dt.timedelta(days=1))
+    assert _snapshot() == whole
+    assert RollupCursor.objects.get().last_id == PredictionLog.objects.order_by("-id").first().id
