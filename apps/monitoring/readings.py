@@ -111,6 +111,9 @@ def traffic(current: int, previous: int | None, *, period: str = "in this period
     if not previous:
         return f"{count(current)} requests {period}; none {before} to compare with."
     change = _change(current, previous)
+    if change > 9:  # a percentage like 330,900% says less than the two counts
+        return (f"{what} grew from almost nothing {period}: {count(current)} requests, against {count(previous)} "
+                f"{before}.")
     if abs(change) < STEADY:
         return f"{what} held steady {period} ({count(current)} requests, {count(previous)} {before})."
     direction = "rose" if change > 0 else "fell"

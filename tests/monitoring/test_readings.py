@@ -129,3 +129,8 @@ def test_value_reads_like_the_issue():
     assert readings.value(0, Decimal("1"), "credits").startswith(
         "No predictions this month yet (valued at 1.00 credits")
     assert readings.value(10, None) == ""
+
+
+def test_traffic_from_almost_nothing_gives_the_counts_not_a_huge_percentage():
+    assert readings.traffic(6620, 2, period="this week", before="the week before") == (
+        "Predictions per day grew from almost nothing this week: 6,620 requests, against 2 the week before.")
