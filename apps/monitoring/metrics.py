@@ -194,23 +194,20 @@ def requests_between(deployment, *, start: dt.datetime, end: dt.datetime) -> int
     return total
 
 
-_profiles: dict[int, object] = {}
-
-
 def _profile(reference_id: int | None):
-    """A reference profile by id, cached per process (profiles never change once ready)."""
+    """A ready reference profile by id (read once per reading() block)."""
     if reference_id is None:
         return None
-    if reference_id not in _profiles:
-        from apps.monitoring.models import ReferenceProfile
+    from apps.monitoring.models import ReferenceProfile
 
-        found = ReferenceProfile.objects.filter(pk=reference_id, status=ReferenceProfile.Status.READY).first()
-        if found is None:
-            return None
-        if len(_profiles) > 256:
-            _profiles.clear()
-        _profiles[reference_id] = found
-    return _profiles[reference_id]
+    memo = _reading.get()
+    key = ("profile", reference_id)
+    if memo is not None and key in memo:
+        return memo[key]
+    found = ReferenceProfile.objects.filter(pk=reference_id, status=ReferenceProfile.Status.READY).first()
+    if memo is not None:
+        memo[key] = found
+    return found
 
 
 def _merged(rows) -> dict | None:
