@@ -88,14 +88,6 @@ def choose_bucket(start: dt.datetime, end: dt.datetime) -> str:
     return "1d"
 
 
-def _window_bucket(minutes: int) -> str:
-    if minutes <= 24 * 60:
-        return "5m"
-    if minutes <= 14 * 24 * 60:
-        return "1h"
-    return "1d"
-
-
 def _fields_for(metric: str) -> tuple[str, ...]:
     info = METRICS.get(metric)
     if info is None:
@@ -167,9 +159,9 @@ def _pieces_of(bucket: str, start: dt.datetime, end: dt.datetime) -> list[tuple[
     return _pieces(start, end)
 
 
-def _window(deployment, bucket: str | None, start: dt.datetime, end: dt.datetime, fields=_DRIFT_FIELDS) -> dict | None:
+def _window(deployment, start: dt.datetime, end: dt.datetime, fields=_DRIFT_FIELDS) -> dict | None:
     """The window's rollups merged into one, read as the fewest buckets that cover it exactly (to 5 minutes);
-    memoised inside reading(). `bucket` is ignored (kept for the callers' symmetry)."""
+    memoised inside reading()."""
     memo = _reading.get()
     key = ("merged", getattr(deployment, "pk", deployment), start, end)
     if memo is not None and key in memo:
@@ -289,7 +281,6 @@ def window_value(deployment, metric: str, *, minutes: int, feature: str | None =
 
     now = now or timezone.now()
     start = now - dt.timedelta(minutes=minutes)
-    bucket = _window_bucket(minutes)
     if metric == "traffic_change":
         current = requests_between(deployment, start=start, end=now)
         week = dt.timedelta(days=7)
@@ -297,7 +288,7 @@ def window_value(deployment, metric: str, *, minutes: int, feature: str | None =
         if not before:
             return Measurement(None, 0)
         return Measurement(current / before - 1, before, {"current": current, "before": before})
-    return value_of(metric, _window(deployment, bucket, start, now, _fields_for(metric)), feature=feature)
+    return value_of(metric, _window(deployment, start, now, _fields_for(metric)), feature=feature)
 
 
 def series(deployment, metric: str, *, start: dt.datetime, end: dt.datetime, bucket: str | None = None,
@@ -325,7 +316,7 @@ def series_many(deployment, names: list[str], *, start: dt.datetime, end: dt.dat
 
 def summary(deployment, *, start: dt.datetime, end: dt.datetime) -> dict:
     """The headline numbers of a window (one query)."""
-    merged = _window(deployment, _window_bucket(int((end - start).total_seconds() // 60)), start, end, _ALL_FIELDS)
+    merged = _window(deployment, start, end, _ALL_FIELDS)
     result = {"requests": 0, "rows": 0, "errors": 0, "error_rate": None, "callers": 0, "labelled": 0}
     if merged is None:
         return result
@@ -345,8 +336,7 @@ def drift_report(deployment, *, start: dt.datetime, end: dt.datetime) -> dict:
     """Every feature's drift over the window, worst first, with the reference and current shares per bin."""
     from apps.monitoring import drift, reference
 
-    bucket = _window_bucket(int((end - start).total_seconds() // 60))
-    merged = _window(deployment, bucket, start, end, _DRIFT_FIELDS)
+    merged = _window(deployment, start, end, _DRIFT_FIELDS)
     profile = _profile(merged.get("reference_id")) if merged else None
     report = {"reference": None, "reason": "", "features": [], "predictions": None}
     if profile is None:
