@@ -138,3 +138,11 @@ def test_monitoring_settings(deployment, people, api_as, training):
         bad = api.patch(url, body, format="json")
         assert bad.status_code == 400 and field in bad.json()["errors"], (body, bad.json())
     assert AuditEvent.objects.filter(action="monitoring.settings_changed").count() == 1
+
+
+@pytest.mark.parametrize("what", ["metrics", "drift", "monitoring", "feedback"])
+def test_every_monitoring_endpoint_answers_viewers_and_hides_from_outsiders(deployment, people, api_as, what):
+    assert api_as(people["outsider"]).get(_url(deployment, what)).status_code == 404
+    assert api_as(people["viewer"]).get(_url(deployment, what)).status_code == 200
+    assert api_as(people["outsider"]).patch(_url(deployment, "monitoring"), {"value_unit": "EUR"},
+                                            format="json").status_code == 404
