@@ -123,6 +123,7 @@ INSTALLED_APPS = [
     "apps.approvals",
     "apps.deployments",
     "apps.monitoring",
+    "apps.guidance",
 ]
 
 MIDDLEWARE = [

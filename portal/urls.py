@@ -54,6 +54,7 @@ urlpatterns = [
     path("", include("apps.approvals.urls")),
     path("", include("apps.deployments.urls")),
     path("", include("apps.monitoring.urls")),
+    path("", include("apps.guidance.urls")),
     path("audit/", include("apps.audit.urls")),
     path("api/v1/", include((api_patterns, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
