@@ -38,6 +38,7 @@ api_patterns = [
     path("", include("apps.approvals.api")),
     path("", include("apps.deployments.api_urls")),
     path("", include("apps.monitoring.api_urls")),
+    path("", include("apps.guidance.api_urls")),
     *packet_api_patterns,
     *router.urls,
 ]
