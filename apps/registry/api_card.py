@@ -1,8 +1,10 @@
-"""Registry API for the model card: try-it, feature importance, validations, the ONNX hint and the HTML export."""
+"""Registry API for the model card: try-it, feature importance, validations, the ONNX hint, simple baselines and
+the HTML export."""
 
 from __future__ import annotations
 
 from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status, viewsets
@@ -12,7 +14,8 @@ from rest_framework.reverse import reverse
 from apps.accounts.api import call_service
 from apps.core.api import job_accepted
 from apps.registry import evidence
-from apps.registry.api import get_version
+from apps.registry.api import get_version, visible_versions
+from apps.registry.evidence import baselines
 from apps.registry.models import ModelValidation
 
 
@@ -47,6 +50,11 @@ class ValidationSerializer(serializers.ModelSerializer):
             return None
         return {"id": str(job.id), "status": job.status, "progress": job.progress,
                 "url": reverse("api:job-detail", args=[job.id], request=self.context.get("request"))}
+
+
+def _job_body(job, request) -> dict:
+    return {"id": str(job.id), "status": job.status, "progress": job.progress, "message": job.message,
+            "error": job.error, "url": reverse("api:job-detail", args=[job.id], request=request)}
 
 
 class CardViewSet(viewsets.GenericViewSet):
@@ -110,6 +118,38 @@ class CardViewSet(viewsets.GenericViewSet):
         response.status_code = status.HTTP_201_CREATED
         return response
 
+    @extend_schema(request=None, responses={200: dict, 202: dict, 404: dict})
+    def baselines(self, request, ref=None, number=None):
+        """GET: the stored comparison with simple baselines (404 with what is missing if none); POST: run it."""
+        version = get_object_or_404(visible_versions(request), model__slug=ref, number=number)
+        if request.method == "POST":
+            job = call_service(baselines.start_baselines, version, actor=request.user,
+                               denied="Your role cannot run model jobs.")
+            return job_accepted(job, request)
+        state = baselines.baselines_state(version, request.user)
+        job = state["baselines_job"] or state["baselines_failed"]
+        body = {"version": {"id": str(version.uuid), "model": version.model.slug, "number": version.number},
+                "job": _job_body(job, request) if job else None}
+        if not state["baselines"]:
+            body.update(detail="Not compared with simple baselines yet.", problem=state["baselines_problem"],
+                        comparison=None)
+            return Response(body, status=status.HTTP_404_NOT_FOUND)
+        comparison = {k: v for k, v in state["baselines"].items() if k != "baseline_file"}  # a storage path
+        body.update(comparison=comparison, problem=state["baselines_problem"])
+        return Response(body)
+
+    @extend_schema(request=None, responses={201: dict})
+    def register_baseline(self, request, ref=None, number=None):
+        """Register the compared logistic/linear baseline as the model's next version (its import job in `job`)."""
+        version = get_object_or_404(visible_versions(request), model__slug=ref, number=number)
+        baseline = call_service(baselines.register_baseline, version, actor=request.user,
+                                denied="Your role cannot import models.")
+        response = job_accepted(baseline.import_job, request)
+        response.data.update({"id": str(baseline.uuid), "version": baseline.number,
+                              "url": reverse("api:model-version-detail", args=[baseline.uuid], request=request)})
+        response.status_code = status.HTTP_201_CREATED
+        return response
+
     @extend_schema(responses={(200, "text/html"): str})
     def card(self, request, ref=None):
         version = get_version(request, ref)
@@ -128,4 +168,8 @@ urlpatterns = [
     path(f"{_V}optimise/", CardViewSet.as_view({"post": "optimise"}), name="model-version-optimise"),
     path(f"{_V}register-onnx/", CardViewSet.as_view({"post": "register_onnx"}), name="model-version-register-onnx"),
     path(f"{_V}card.html", CardViewSet.as_view({"get": "card"}), name="model-version-card"),
+    path("models/<str:ref>/versions/<int:number>/baselines/",
+         CardViewSet.as_view({"get": "baselines", "post": "baselines"}), name="model-version-baselines"),
+    path("models/<str:ref>/versions/<int:number>/baselines/register/",
+         CardViewSet.as_view({"post": "register_baseline"}), name="model-version-register-baseline"),
 ]

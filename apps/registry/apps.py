@@ -15,6 +15,7 @@ class RegistryConfig(AppConfig):
                 "explain_model": "Feature importance",
                 "validate_model": "Model validation",
                 "optimise_model": "ONNX optimisation check",
+                "compare_baselines": "Comparison with simple baselines",
                 "sync_mlflow": "MLflow sync",
             }
         )

@@ -2,7 +2,7 @@
 
 A version's canonical artifact is an MLflow model (pyfunc) in the portal's MLflow store; the row points
 at it and adds governance: lineage, the safety verdict on the uploaded file, trust, and the model card's
-computed evidence (feature importance, validations, the ONNX hint).
+computed evidence (feature importance, validations, the ONNX hint, the simple baselines).
 """
 
 from __future__ import annotations
@@ -154,6 +154,9 @@ class ModelVersion(models.Model):
     # Evidence computed by jobs.
     explainability = models.JSONField(null=True, blank=True)
     optimisation = models.JSONField(null=True, blank=True)
+    # "Is a simpler model enough?": the version against a majority/mean predictor and a logistic/linear
+    # regression on one seeded split of its training data (evidence.baselines).
+    baselines = models.JSONField(null=True, blank=True)
 
     objects = ModelVersionQuerySet.as_manager()
 

@@ -40,3 +40,10 @@ def sync_mlflow_task() -> None:
     from apps.registry import mlflow_source
 
     mlflow_source.sync_followed_models()
+
+
+@shared_task(name="apps.registry.tasks.compare_baselines_task")
+def compare_baselines_task(job_id: str) -> None:
+    from apps.registry.evidence import baselines
+
+    run_job(baselines.compare_baselines, job_id)

@@ -49,6 +49,10 @@ ACTION_WORDS = {
     "model.optimise_started": "ONNX check requested",
     "model.optimised": "ONNX check finished",
     "model.onnx_registered": "ONNX conversion registered",
+    "model.baselines_started": "Comparison with simple baselines requested",
+    "model.baselines_compared": "Compared with simple baselines",
+    "model.baselines_failed": "Comparison with simple baselines could not run",
+    "model.baseline_registered": "Simple baseline registered as a version",
     "model.validation_started": "Validation against a dataset requested",
     "model.validation_failed": "Validation could not run",
     "model.validated": "Validation finished",
@@ -279,6 +283,9 @@ def register_builtin_sections() -> None:
                      template="approvals/packet_lineage.html")
     register_section("validation", "Validation against data", ORDER_VALIDATION, validation_section,
                      template="approvals/packet_validation.html")
+    from apps.approvals.packet import baselines
+
+    baselines.register()
     register_section("approvals", "Approvals and decisions", ORDER_APPROVALS, approvals_section,
                      template="approvals/packet_approvals.html")
     register_section("audit", "Audit trail", ORDER_AUDIT, audit_section, template="approvals/packet_audit.html")

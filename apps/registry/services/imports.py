@@ -25,6 +25,11 @@ from apps.registry.services.metadata import clean_lineage, create_model, update_
 
 logger = logging.getLogger(__name__)
 
+# Data-only types in pipelines the portal fits itself (a baseline's SimpleImputer keeps the numpy dtype it was
+# fitted on). Allowed only for the exact file the portal wrote (its SHA-256 in `safety["fitted_by_portal"]`,
+# which only evidence.baselines sets); uploads still go through the skops allow-list alone.
+PORTAL_FITTED_TYPES = frozenset({"numpy.dtype"})
+
 # --- Import ----------------------------------------------------------------------------------------------------
 
 
@@ -203,6 +208,8 @@ def import_version(job_id: str) -> None:
 def _prepare(version: ModelVersion, path: Path, *, work: Path, job_id: str, trusted: bool) -> importers.Prepared:
     sample = training_sample(version)
     trusted_types = frozenset(version.safety.get("untrusted_types", [])) if trusted else frozenset()
+    if version.sha256 and version.safety.get("fitted_by_portal") == version.sha256:
+        trusted_types |= PORTAL_FITTED_TYPES
     jobs.report_progress(job_id, 20, "Checking the file is safe to open…")
     if version.format in ("pickle", "joblib"):
         from apps.registry import safety

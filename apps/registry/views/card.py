@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.permissions import Action, require
 from apps.core.models import Job
 from apps.registry import charts, evidence, services
+from apps.registry.evidence import baselines
 from apps.registry.evidence.facts import card_facts
 from apps.registry.models import ModelVersion
 
@@ -37,6 +38,7 @@ def _message_of(exc: ValidationError) -> str:
 def _render_card(request, version: ModelVersion, *, status: int = 200, **extra):
     context = card_facts(version, request.user)
     context["importance_figure"] = charts.importance_figure(version.explainability)
+    context.update(baselines.baselines_state(version, request.user))
     context.update(extra)
     return render(request, "registry/card.html", context, status=status)
 
@@ -132,6 +134,26 @@ def register_onnx(request, model_slug: str, number: int):
 
 @login_required
 @require_POST
+def compare_baselines(request, model_slug: str, number: int):
+    return _action(request, model_slug, number, lambda v: baselines.start_baselines(v, actor=request.user),
+                   "Comparing {version} with simple baselines…", "baselines")
+
+
+@login_required
+@require_POST
+def register_baseline(request, model_slug: str, number: int):
+    version = _version_for(request, model_slug, number)
+    try:
+        baseline = baselines.register_baseline(version, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, _message_of(exc))
+        return redirect(_card_url(version, "baselines"))
+    messages.success(request, f"Registering the baseline as v{baseline.number}…")
+    return redirect(_card_url(baseline))
+
+
+@login_required
+@require_POST
 def trust(request, model_slug: str, number: int):
     comment = request.POST.get("comment", "")[:1000]
     return _action(request, model_slug, number,
@@ -182,6 +204,8 @@ urlpatterns = [
     path(f"{_V}validate/", validate, name="card-validate"),
     path(f"{_V}optimise/", optimise, name="card-optimise"),
     path(f"{_V}register-onnx/", register_onnx, name="card-register-onnx"),
+    path(f"{_V}baselines/", compare_baselines, name="card-baselines"),
+    path(f"{_V}register-baseline/", register_baseline, name="card-register-baseline"),
     path(f"{_V}trust/", trust, name="card-trust"),
     path(f"{_V}reexamine/", reexamine, name="card-reexamine"),
     path(f"{_V}archive/", archive, name="card-archive"),
