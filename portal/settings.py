@@ -192,7 +192,9 @@ else:
 
 # --- Auth ----------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
-AUTHENTICATION_BACKENDS = ["apps.accounts.backends.LockoutModelBackend"]
+# The SSO backend is always listed (cheap: it does nothing unless SSO is configured) so that sessions of
+# SSO users keep resolving after a configuration change.
+AUTHENTICATION_BACKENDS = ["apps.accounts.backends.LockoutModelBackend", "apps.accounts.sso.PortalOIDCBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -207,6 +209,33 @@ LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 15 * 60)
 PASSWORD_RESET_TIMEOUT = 60 * 60 * 24 * 3
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 12)
+
+# --- Single sign-on (OpenID Connect; see apps/accounts/sso.py) -------------------------------------
+# SSO is on when an issuer and a client id are set. Endpoints are discovered from
+# <issuer>/.well-known/openid-configuration on first use, so startup needs no network.
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").strip().rstrip("/")
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "")
+OIDC_RP_SCOPES = env_str("OIDC_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
+OIDC_RP_SIGN_ALGO = env_str("OIDC_SIGN_ALGO", "RS256")
+OIDC_USE_PKCE = env_bool("OIDC_USE_PKCE", True)
+SSO_ENABLED = bool(OIDC_ISSUER and OIDC_RP_CLIENT_ID)
+if OIDC_ISSUER and not OIDC_ISSUER.startswith(("https://", "http://")):
+    raise ImproperlyConfigured(f"OIDC_ISSUER must be an http(s) URL, not {OIDC_ISSUER!r}.")
+if "openid" not in OIDC_RP_SCOPES.split():
+    raise ImproperlyConfigured("OIDC_SCOPES must include 'openid'.")
+# Who may use the password form (and the password-based API token endpoint): everyone ("on"), only staff
+# and superusers, the break-glass accounts ("admins"), or nobody ("off", which needs SSO).
+PORTAL_LOCAL_LOGIN = env_str("PORTAL_LOCAL_LOGIN", "on").strip().lower()
+if PORTAL_LOCAL_LOGIN not in {"on", "admins", "off"}:
+    raise ImproperlyConfigured(f"PORTAL_LOCAL_LOGIN must be on, admins or off, not {PORTAL_LOCAL_LOGIN!r}.")
+if PORTAL_LOCAL_LOGIN == "off" and not SSO_ENABLED:
+    raise ImproperlyConfigured("PORTAL_LOCAL_LOGIN=off leaves nobody able to sign in: configure SSO "
+                               "(OIDC_ISSUER and OIDC_CLIENT_ID) or use PORTAL_LOCAL_LOGIN=admins.")
+
 # Only honour X-Forwarded-For when a trusted proxy (the production gunicorn behind nginx) sets it.
 USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
 

@@ -76,6 +76,9 @@ def obtain_token(request):
     serializer = TokenRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
+    refusal = services.local_login_refusal()
+    if refusal:
+        raise exceptions.PermissionDenied(refusal)
     wait = services.login_locked_for(data["username"], request)
     if wait:
         services.record_failed_login(data["username"], request)
@@ -83,6 +86,9 @@ def obtain_token(request):
             f"Too many failed attempts; wait {max(1, round(wait / 60))} minute(s) before trying again.")
     user = authenticate(request, username=data["username"], password=data["password"])
     if user is None:
+        refused = getattr(request, "portal_login_refused", None)
+        if refused:  # PORTAL_LOCAL_LOGIN=admins: the same rule as the sign-in form
+            raise exceptions.PermissionDenied(refused)
         raise exceptions.AuthenticationFailed("Invalid username or password.")
     _, key = services.create_token(actor=user, name=data["name"])
     return Response({"token": key})

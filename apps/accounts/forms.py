@@ -24,6 +24,9 @@ class LockoutAuthenticationForm(AuthenticationForm):
     }
 
     def clean(self):
+        refusal = services.local_login_refusal()
+        if refusal:  # PORTAL_LOCAL_LOGIN=off: no password is checked at all
+            raise forms.ValidationError(refusal, code="local_login_off")
         username = self.cleaned_data.get("username")
         if username:
             wait = services.login_locked_for(username, self.request)
@@ -32,6 +35,12 @@ class LockoutAuthenticationForm(AuthenticationForm):
                 raise forms.ValidationError(self.error_messages["locked"], code="locked",
                                             params={"minutes": max(1, round(wait / 60))})
         return super().clean()
+
+    def get_invalid_login_error(self):
+        refused = getattr(self.request, "portal_login_refused", None)
+        if refused:  # right password, but PORTAL_LOCAL_LOGIN=admins and this is not an administrator
+            return forms.ValidationError(refused, code="local_login_restricted")
+        return super().get_invalid_login_error()
 
 
 class InvitationAwarePasswordResetForm(PasswordResetForm):
@@ -105,3 +114,14 @@ class TokenForm(forms.Form):
         if day <= timezone.now().date():
             raise forms.ValidationError("Choose a date after today.")
         return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+class GroupMappingForm(forms.Form):
+    # A plain form: whether the pair is taken is the service's to say (in words, and safe against a race).
+    group = forms.CharField(
+        label="Group name", max_length=200,
+        help_text="Exactly as the identity provider sends it in the groups claim, "
+                  "e.g. <code>ds-fraud-approvers</code>.")
+    project = forms.ModelChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug",
+                                     help_text="Members of the group get this role in this project.")
+    role = forms.ChoiceField(choices=Membership.Role.choices)

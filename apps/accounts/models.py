@@ -70,7 +70,13 @@ class Membership(models.Model):
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # public id (audit, API)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    class Source(models.TextChoices):
+        MANUAL = "manual", "Added by hand"
+        SSO = "sso", "Granted by a single sign-on group"
+
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    # SSO revokes only what SSO granted: a membership added by hand survives its group disappearing.
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.MANUAL)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -79,6 +85,26 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user.username} in {self.project.slug} as {self.role}"
+
+
+class GroupMapping(models.Model):
+    """An identity-provider group that gives its members a role in a project, applied at each SSO login."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # public id (URLs, API)
+    group = models.CharField(max_length=200, help_text="The group's name exactly as the identity provider sends it.")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="group_mappings")
+    role = models.CharField(max_length=16, choices=Membership.Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["group", "project__name"]
+        constraints = [models.UniqueConstraint(fields=["group", "project"], name="unique_group_mapping")]
+
+    def __str__(self) -> str:
+        return f"{self.group} → {self.project.slug} as {self.role}"
 
 
 class ApiTokenQuerySet(models.QuerySet):

@@ -144,3 +144,19 @@ class PortalPermission(drf_permissions.BasePermission):
         if action is None:
             action = Action.VIEW_PROJECT if request.method in drf_permissions.SAFE_METHODS else view.write_action
         return can(request.user, action, obj)
+
+
+def may_manage_sso(user) -> bool:
+    """Single sign-on group mappings are site-wide (they grant roles in any project): site staff only."""
+    return bool(user and user.is_authenticated and user.is_active and user.is_staff)
+
+
+class SiteStaffPermission(drf_permissions.BasePermission):
+    """Site-wide settings: staff only, and not through a token limited to one project."""
+
+    message = "Only site staff can do this."
+
+    def has_permission(self, request, view) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        return may_manage_sso(request.user) and not getattr(request.auth, "project_id", None)

@@ -62,10 +62,33 @@ def record_failed_login(username: str, request) -> None:
                  details={"attempt": count, "locked": count >= settings.LOGIN_FAILURE_LIMIT})
 
 
-def record_login(user, request) -> None:
+def record_login(user, request, *, method: str = "password") -> None:
     key = _lockout_key(user.get_username(), request)
     cache.delete_many([key, f"{key}:until"])
-    audit.record("auth.login", actor=user, obj=user)
+    audit.record("auth.login", actor=user, obj=user, details={"method": method})
+
+
+def record_refused_login(username: str, request) -> None:
+    """A right password that PORTAL_LOCAL_LOGIN does not accept: audited, not counted toward the lockout."""
+    user = User.objects.filter(username__iexact=username).first() if username else None
+    audit.record("auth.login_failed", actor=None, obj=user, actor_label=username[:150],
+                 details={"method": "password", "reason": "local login restricted"})
+
+
+def local_login_refusal(user=None) -> str | None:
+    """Why the password form (and the password-based token endpoint) refuses this user, or None if allowed.
+
+    PORTAL_LOCAL_LOGIN: "on" (everyone), "admins" (staff and superusers: the break-glass accounts), "off".
+    Without a user, answers for "anyone at all" (the form can say so before checking a password).
+    """
+    mode = settings.PORTAL_LOCAL_LOGIN
+    sso_hint = (f" Use “Sign in with {settings.OIDC_PROVIDER_NAME}” instead."
+                if settings.OIDC_ISSUER and settings.OIDC_RP_CLIENT_ID else "")
+    if mode == "off":
+        return "Signing in with a password is switched off on this portal." + sso_hint
+    if mode == "admins" and user is not None and not (user.is_staff or user.is_superuser):
+        return "Signing in with a password is reserved for administrators here." + sso_hint
+    return None
 
 
 def record_logout(user, request) -> None:

@@ -13,9 +13,13 @@ from apps.accounts import services
 credentials_changed = Signal()
 
 
+SSO_BACKEND = "apps.accounts.sso.PortalOIDCBackend"
+
+
 @receiver(user_logged_in)
 def on_login(sender, request, user, **kwargs):
-    services.record_login(user, request)
+    method = "sso" if getattr(user, "backend", "") == SSO_BACKEND else "password"
+    services.record_login(user, request, method=method)
 
 
 @receiver(user_logged_out)
@@ -26,4 +30,10 @@ def on_logout(sender, request, user, **kwargs):
 
 @receiver(user_login_failed)
 def on_login_failed(sender, credentials, request=None, **kwargs):
+    if "nonce" in credentials or "code_verifier" in credentials:
+        return  # an SSO callback: its view audits the failure with the reason (no password was guessed)
+    refused = getattr(request, "portal_login_refused", None)
+    if refused:
+        services.record_refused_login(credentials.get("username", ""), request)
+        return
     services.record_failed_login(credentials.get("username", ""), request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
@@ -14,11 +15,18 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from apps.accounts import services
-from apps.accounts.forms import AddMemberForm, LockoutAuthenticationForm, ProjectForm, RoleForm, TokenForm
-from apps.accounts.models import ApiToken, Membership, Notification, Project
+from apps.accounts import services, sso, sso_services
+from apps.accounts.forms import (
+    AddMemberForm,
+    GroupMappingForm,
+    LockoutAuthenticationForm,
+    ProjectForm,
+    RoleForm,
+    TokenForm,
+)
+from apps.accounts.models import ApiToken, GroupMapping, Membership, Notification, Project
 from apps.accounts.notifications import is_portal_path
-from apps.accounts.permissions import Action, require, shares_project_with
+from apps.accounts.permissions import Action, may_manage_sso, require, shares_project_with
 
 User = get_user_model()
 
@@ -27,6 +35,10 @@ class PortalLoginView(LoginView):
     form_class = LockoutAuthenticationForm
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "sso_enabled": sso.enabled(),
+                "sso_provider": settings.OIDC_PROVIDER_NAME, "local_login": settings.PORTAL_LOCAL_LOGIN}
 
 
 def _form_errors_from(exc: ValidationError, form) -> None:
@@ -237,3 +249,46 @@ def notification_open(request, notification_id):
         messages.error(request, "This notification's link does not lead to a page of the portal, so it was not opened.")
         return redirect("notification-list")
     return redirect(notification.url)
+
+
+# --- Single sign-on group mappings (site staff) ------------------------------------------------------
+
+
+def _require_sso_admin(request) -> None:
+    if not may_manage_sso(request.user):
+        raise PermissionDenied
+
+
+@login_required
+def sso_mappings(request):
+    _require_sso_admin(request)
+    form = GroupMappingForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            mapping = sso_services.create_group_mapping(actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            _form_errors_from(exc, form)
+        else:
+            messages.success(request, f"Members of “{mapping.group}” will be {mapping.get_role_display()} in "
+                                      f"{mapping.project.name} from their next sign-in.")
+            return redirect("sso-mappings")
+    mappings = GroupMapping.objects.select_related("project").order_by("group", "project__name")
+    return render(request, "accounts/sso_mappings.html", {
+        "form": form, "mappings": mappings, "sso_enabled": sso.enabled(),
+        "groups_claim": settings.OIDC_GROUPS_CLAIM}, status=400 if form.errors else 200)
+
+
+@login_required
+def sso_mapping_delete(request, mapping_id):
+    _require_sso_admin(request)
+    mapping = get_object_or_404(GroupMapping.objects.select_related("project"), uuid=mapping_id)
+    if request.method == "POST":
+        sso_services.delete_group_mapping(mapping, actor=request.user)
+        messages.success(request, f"Mapping of “{mapping.group}” to {mapping.project.name} deleted.")
+        return redirect("sso-mappings")
+    return render(request, "accounts/confirm.html", {
+        "title": f"Delete the mapping of “{mapping.group}” to {mapping.project.name}?",
+        "body": "People who got their role in this project only through this group lose it at their next "
+                "sign-in. Members added by hand keep their role.",
+        "confirm_label": "Delete mapping", "danger": True, "cancel_url": reverse("sso-mappings"),
+    })
