@@ -10,6 +10,7 @@ import jwt
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
 from django.shortcuts import render
@@ -74,6 +75,10 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         # Django builds backends on every request that has a session; the parent reads (and requires)
         # endpoint settings here. Ours are discovered, so they are loaded only when a callback arrives.
         self.UserModel = get_user_model()
+
+    def get_user(self, user_id):
+        # The parent returns deactivated users too; Django's own backend does not, so neither do we.
+        return ModelBackend.get_user(self, user_id)
 
     def _configure(self) -> None:
         config = provider_config()

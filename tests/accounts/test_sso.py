@@ -392,3 +392,10 @@ def test_the_mapping_api_refuses_non_staff(api_as, people, approvers_map, projec
     assert APIClient().get(API).status_code in (401, 403)
     assert api_as(people["staff"], project=project).get(API).status_code == 403  # a project-limited token
     assert GroupMapping.objects.get().role == "approver"
+
+
+def test_an_sso_session_ends_when_the_account_is_deactivated(client, sso_on, approvers_map):
+    sso_login(client, sso_on, "hana", groups=["ds-alpha-approvers"])
+    assert client.get("/projects/alpha/").status_code == 200
+    User.objects.filter(username="hana").update(is_active=False)  # even without the service ending sessions
+    assert client.get("/projects/alpha/").status_code == 302
