@@ -68,6 +68,16 @@ class Camera:
         _shrink(path)
         self.taken.append(path)
 
+    def section(self, selector: str, name: str) -> None:
+        """One part of the current page (a chart deep down a long page), at the page's width."""
+        self.page.add_style_tag(content=HIDE_TOUR)
+        section = self.page.locator(selector)
+        section.scroll_into_view_if_needed()
+        path = IMAGES / f"{name}.png"
+        section.screenshot(path=str(path), animations="disabled", caret="hide", scale="css")
+        _shrink(path)
+        self.taken.append(path)
+
     def visit(self, path: str, name: str, *, full_page: bool = False) -> None:
         self.portal.visit(path)
         self.shot(name, full_page=full_page)
@@ -105,6 +115,8 @@ def test_docs_screenshots_are_taken_for_every_role(portal, demo_week):
     camera.shot("operations-center", full_page=True)
     camera.visit("/operations/impact/", "impact", full_page=True)
     camera.visit(f"/deployments/{SLUG}/monitoring/", "monitoring", full_page=True)
+    expect(page.locator("#drift")).to_contain_text("tenure_months")
+    camera.section("#drift", "monitoring-drift")
     camera.visit(f"/alerts/{alert.uuid}/", "alert", full_page=True)
     camera.visit(f"/models/{model.slug}/v1/", "model-card-viewer", full_page=True)
     _sign_out(portal, "viewer")
