@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 
@@ -44,6 +45,7 @@ class GroupMappingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
                                            denied="Only site staff can change group mappings.",
                                            **serializer.validated_data)
 
+    @extend_schema(request=GroupMappingRoleSerializer, responses=GroupMappingSerializer)
     def partial_update(self, request, *args, **kwargs):
         mapping = self.get_object()
         body = GroupMappingRoleSerializer(data=request.data)

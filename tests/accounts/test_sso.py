@@ -217,7 +217,7 @@ def test_a_state_this_browser_did_not_start_is_refused(client, sso_on, db):
         "state mismatch"}
 
 
-def test_a_code_used_twice_is_refused_without_a_500(client, sso_on, db):
+def test_a_callback_replayed_in_another_browser_is_refused_without_a_500(client, sso_on, db):
     set_claims(sso_on, "frank")
     authorize_url = start(client)
     callback = authorize(authorize_url, "frank")
