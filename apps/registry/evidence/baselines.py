@@ -5,7 +5,7 @@ all scored on the same held-out rows of its training data (a job); the regressio
 from __future__ import annotations
 
 import logging
-import math
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -17,6 +17,7 @@ from apps.core import services as jobs
 from apps.core import storage
 from apps.core.models import Job
 from apps.registry import services
+from apps.registry.evidence import baselines_metrics as metrics
 from apps.registry.evidence.explain import training_frame
 from apps.registry.evidence.predictor import frame_for, input_columns, load_predictor, score_rows
 from apps.registry.models import ModelVersion, RegisteredModel
@@ -29,11 +30,7 @@ MIN_ROWS = 30
 TEST_SIZE = 0.25
 SEED = 42
 MAX_CATEGORIES = 30  # one-hot columns per categorical feature; rarer values share one column
-NOISE_SE = 2.0  # a difference within two standard errors of the paired per-row differences is "about the same"
 _CLASSIFICATION, _REGRESSION = RegisteredModel.TaskType.CLASSIFICATION, RegisteredModel.TaskType.REGRESSION
-_ANALYST = "that an analyst can explain line by line"
-LEAKAGE_NOTE = ("The baselines never saw the test rows. The imported model may have been trained on some of them, "
-                "in which case its lead here is overstated.")
 
 
 def baselines_problem(version: ModelVersion) -> str | None:
@@ -114,14 +111,6 @@ def compare_baselines(job_id: str) -> None:
                      message=result["sentence"])
 
 
-def _label(value) -> str:
-    """Class labels compared as text, with 1.0 and 1 the same label (a target column read with gaps is float)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    item = getattr(value, "item", None)
-    return _label(item()) if callable(item) and not isinstance(value, str | bytes) else str(value)
-
-
 def _compare(version: ModelVersion, job_id: str):
     import numpy as np
     import pandas as pd
@@ -146,13 +135,13 @@ def _compare(version: ModelVersion, job_id: str):
         y = y.astype("int64")
     stratified = False
     if classification:
-        counts = y.map(_label).value_counts()
+        counts = y.map(metrics.label).value_counts()
         if len(counts) < 2:
             raise _Refused(f"Every training row has the same target value (“{counts.index[0]}”); there is nothing "
                            "to compare.")
         stratified = int(counts.min()) >= 2
     train, test = train_test_split(np.arange(len(frame)), test_size=TEST_SIZE, random_state=SEED,
-                                   stratify=y.map(_label) if stratified else None)
+                                   stratify=y.map(metrics.label) if stratified else None)
     x_train, x_test, y_train, y_test = frame.iloc[train][features], frame.iloc[test][features], \
         y.iloc[train], y.iloc[test]
 
@@ -184,13 +173,13 @@ def _compare(version: ModelVersion, job_id: str):
         scored[key] = (list(estimator.predict(x_test)), proba,
                        list(estimator.classes_) if classification else None)
     metric = "accuracy" if classification else "mae"
+    score = metrics.classification_metrics if classification else metrics.regression_metrics
     models = [{"key": key, "label": _model_label(key, version, classification, dummy),
-               "metrics": (_classification_metrics if classification else _regression_metrics)(y_test, *scored[key])}
-              for key in scored]
+               "metrics": score(y_test, *scored[key])} for key in scored]
     for entry in models:
         entry["values"] = list(entry["metrics"].values())
-    lift = _lift(y_test, scored["model"][0], scored["linear"][0], classification)
-    lift_simplest = _lift(y_test, scored["model"][0], scored["majority" if classification else "mean"][0],
+    lift = metrics.lift(y_test, scored["model"][0], scored["linear"][0], classification)
+    lift_simplest = metrics.lift(y_test, scored["model"][0], scored["majority" if classification else "mean"][0],
                           classification)
     result = {
         "task": "classification" if classification else "regression",
@@ -203,7 +192,7 @@ def _compare(version: ModelVersion, job_id: str):
         "models": models, "lift": lift, "lift_simplest": lift_simplest,
         "baseline_kind": "logistic_regression" if classification else "linear_regression",
     }
-    result["sentence"], result["notes"] = _words(result, models)
+    result["sentence"], result["notes"] = metrics.words(result, models)
     return result, pipeline
 
 
@@ -246,122 +235,8 @@ def _model_label(key: str, version: ModelVersion, classification: bool, dummy) -
     if key == "majority":
         return "Majority class (always the most common answer)"  # not the value: the packet shows no data values
     if key == "mean":
-        return f"Mean (always {_number(float(dummy.constant_.ravel()[0]))})"
+        return f"Mean (always {metrics.number(float(dummy.constant_.ravel()[0]))})"
     return "Logistic regression" if classification else "Linear regression"
-
-
-def _finite(value: float | None) -> float | None:
-    return round(float(value), 6) if value is not None and math.isfinite(float(value)) else None
-
-
-def _classification_metrics(y_true, predictions, probabilities, classes) -> dict:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    truth, predicted = [_label(v) for v in y_true], [_label(v) for v in predictions]
-    return {"accuracy": _finite(accuracy_score(truth, predicted)),
-            "f1_macro": _finite(f1_score(truth, predicted, average="macro", zero_division=0)),
-            "roc_auc": _finite(_auc(truth, probabilities, classes))}
-
-
-def _auc(truth: list[str], probabilities, classes) -> float | None:
-    """ROC AUC from class probabilities: the second class's for two classes, one-vs-rest for more; else None."""
-    from sklearn.metrics import roc_auc_score
-
-    if probabilities is None or not classes:
-        return None
-    labels = [_label(c) for c in classes]
-    if len(set(truth)) < 2 or not set(truth) <= set(labels):
-        return None
-    try:
-        if len(labels) == 2:
-            return float(roc_auc_score([t == labels[1] for t in truth], [row[1] for row in probabilities]))
-        return float(roc_auc_score(truth, probabilities, multi_class="ovr", labels=labels))
-    except ValueError:  # e.g. a class of the model absent from the test rows
-        return None
-
-
-def _regression_metrics(y_true, predictions, probabilities=None, classes=None) -> dict:
-    import numpy as np
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    truth, predicted = np.asarray(y_true, dtype=float), np.asarray(predictions, dtype=float)
-    return {"mae": _finite(mean_absolute_error(truth, predicted)),
-            "rmse": _finite(math.sqrt(mean_squared_error(truth, predicted))),
-            "r2": _finite(r2_score(truth, predicted))}
-
-
-def _lift(y_true, ours, theirs, classification: bool) -> dict:
-    """The model's lead over a baseline on the headline metric, and whether it is larger than chance.
-
-    Both are scored on the same rows, so the per-row differences are paired: their standard error says how
-    much the difference would move on another sample of this size.
-    """
-    import numpy as np
-
-    if classification:
-        truth = [_label(v) for v in y_true]
-        a = np.array([_label(p) == t for p, t in zip(ours, truth, strict=True)], dtype=float)
-        b = np.array([_label(p) == t for p, t in zip(theirs, truth, strict=True)], dtype=float)
-        per_row = a - b  # accuracy gained per row
-    else:
-        truth = np.asarray(y_true, dtype=float)
-        per_row = np.abs(truth - np.asarray(theirs, dtype=float)) - np.abs(truth - np.asarray(ours, dtype=float))
-    difference = float(per_row.mean())
-    se = float(per_row.std(ddof=1) / math.sqrt(len(per_row))) if len(per_row) > 1 else 0.0
-    verdict = "better" if difference > 0 else "worse"
-    if abs(difference) <= NOISE_SE * se or difference == 0:
-        verdict = "same"
-    return {"difference": round(difference, 6), "standard_error": round(se, 6), "verdict": verdict}
-
-
-def _number(value: float) -> str:
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
-
-
-def _words(result: dict, models: list[dict]) -> tuple[str, list[str]]:
-    """The plain-words sentence about the model against the linear baseline, and notes for the reader."""
-    ours, linear, simplest = models[0]["metrics"], models[2]["metrics"], models[1]["metrics"]
-    lift, n = result["lift"], result["test_rows"]
-    notes = []
-    if result["task"] == "classification":
-        name = f"a logistic regression {_ANALYST}"
-        points = abs(lift["difference"]) * 100
-        scores = f"{ours['accuracy']:.1%} against {linear['accuracy']:.1%} on {n} test rows"
-        sentence = {
-            "better": f"This model is {points:.1f} points of accuracy better than {name} ({scores}).",
-            "worse": f"This model is {points:.1f} points of accuracy worse than {name} ({scores}). "
-                     "The simpler model may be enough, and it is easier to explain.",
-            "same": f"This model is about as accurate as {name} ({scores}; a difference this small is within "
-                    "what chance gives on this many rows). The simpler model may be enough.",
-        }[lift["verdict"]]
-        if result["lift_simplest"]["verdict"] != "better":
-            notes.append(f"It is not clearly better than always predicting the most common class "
-                         f"({simplest['accuracy']:.1%} accurate): check that it learned anything at all.")
-    else:
-        name = f"a linear regression {_ANALYST}"
-        ours_mae, theirs_mae = ours["mae"], linear["mae"]
-        change = abs(ours_mae - theirs_mae) / theirs_mae * 100 if theirs_mae else 0.0
-        scores = f"off by {_number(ours_mae)} on average, against {_number(theirs_mae)}, on {n} test rows"
-        sentence = {
-            "better": f"This model's predictions are {change:.0f}% closer to the truth than those of {name} "
-                      f"({scores}).",
-            "worse": f"This model's predictions are {change:.0f}% further from the truth than those of {name} "
-                     f"({scores}). The simpler model may be enough, and it is easier to explain.",
-            "same": f"This model's predictions are about as close to the truth as those of {name} ({scores}; "
-                    "a difference this small is within what chance gives on this many rows). The simpler model "
-                    "may be enough.",
-        }[lift["verdict"]]
-        if result["lift_simplest"]["verdict"] != "better":
-            notes.append(f"It is not clearly better than always predicting the average ({_number(simplest['mae'])} "
-                         "off on average): check that it learned anything at all.")
-    notes.append(LEAKAGE_NOTE)
-    if result["features"]["left_out"]:
-        notes.append("Date inputs left out of the baseline: " + ", ".join(result["features"]["left_out"]) + ".")
-    if result["rows"] >= MAX_ROWS:
-        notes.append(f"Compared on the first {MAX_ROWS:,} rows of the training data.")
-    return sentence, notes
 
 
 # --- The card and the API ------------------------------------------------------------------------------------
@@ -379,8 +254,10 @@ def baselines_state(version: ModelVersion, user) -> dict:
     registered = None
     if stored and stored.get("registered_version"):
         registered = version.model.versions.filter(number=stored["registered_version"]).first()
+    computed = stored.get("computed_at") if stored else None
     return {
         "baselines": stored,
+        "baselines_computed_at": datetime.fromisoformat(computed) if computed else None,
         "baselines_job": job if job and not job.is_finished else None,
         "baselines_failed": failed,
         "baselines_problem": baselines_problem(version),
