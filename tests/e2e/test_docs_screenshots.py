@@ -137,8 +137,7 @@ def test_docs_screenshots_are_taken_for_every_role(portal, demo_week):
     portal.log_in("approver1", DEMO_PASSWORD)
     camera.visit("/approvals/", "approvals-queue")
     camera.visit(f"/approvals/{waiting.uuid}/", "approval-request", full_page=True)
-    # Filtered to decisions: the unfiltered demo trail has rows too wide for the page, and its scrolling table
-    # is not keyboard-focusable yet (an axe failure reported for templates/audit/audit_log.html).
+    # Filtered to decisions: the unfiltered demo trail has rows too wide for a readable picture.
     camera.visit("/audit/?project=demo&action=approval.decision", "audit")
     _sign_out(portal, "approver1")
 
