@@ -339,6 +339,8 @@ def test_register_baseline_creates_a_usable_version(people, better, api_as, djan
     assert AuditEvent.objects.filter(action="model.baseline_registered", object_id=str(better.uuid)).exists()
     again = api_as(people["scientist"]).post(api_url(better, "register/"))
     assert again.status_code == 400 and f"already registered as v{baseline.number}" in str(again.json())
+    compare(better, people["scientist"], django_capture_on_commit_callbacks)  # comparing again keeps the link
+    assert better.baselines["registered_version"] == baseline.number
 
 
 def test_register_baseline_from_the_card(people, better, client_as, django_capture_on_commit_callbacks):

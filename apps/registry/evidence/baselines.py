@@ -96,9 +96,12 @@ def compare_baselines(job_id: str) -> None:
 
     stored = storage.save_stream(f"models/baselines/{version.uuid}", [sio.dumps(pipeline)],
                                  filename=f"{version.model.slug}-v{version.number}-baseline.skops")
+    previous = version.baselines or {}
+    # A baseline already registered stays the registered one: comparing again must not invite a duplicate.
     result.update(baseline_file=stored.name, baseline_sha256=stored.sha256, baseline_bytes=stored.size,
-                  computed_at=timezone.now().isoformat(), job=str(job_id), registered_version=None)
-    old_file = (version.baselines or {}).get("baseline_file")
+                  computed_at=timezone.now().isoformat(), job=str(job_id),
+                  registered_version=previous.get("registered_version"))
+    old_file = previous.get("baseline_file")
     with transaction.atomic():
         ModelVersion.objects.filter(pk=version.pk).update(baselines=result)
         audit.record("model.baselines_compared", actor=None, actor_label="baselines job", obj=version,
