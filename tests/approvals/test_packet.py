@@ -96,7 +96,7 @@ def test_packet_lists_every_decision_with_comment_time_requester_and_checklist(p
 
     # The table of contents lists the sections in order.
     toc = html[html.index('id="toc-heading"'):html.index("</nav>")]
-    assert re.findall(r'href="#section-([\w-]+)"', toc) == ["card", "lineage", "validation", "approvals", "audit"]
+    assert re.findall(r'href="#section-([\w-]+)"', toc) == ["card", "lineage", "validation", "baselines", "approvals", "audit"]
 
 
 def test_packet_lists_the_models_audit_events_and_an_intact_chain(people, version, approved, client_as):
@@ -164,9 +164,9 @@ def test_a_registered_section_appears_in_its_place_and_an_empty_one_is_left_out(
         packet.unregister_section("example-history")
         packet.unregister_section("example-empty")
     order = re.findall(r'data-section="([\w-]+)"', html)
-    assert order == ["card", "lineage", "validation", "approvals", "example-history", "audit"]
+    assert order == ["card", "lineage", "validation", "baselines", "approvals", "example-history", "audit"]
     block = html[html.index('data-section="example-history"'):html.index('data-section="audit"')]
-    assert "6. Audit trail" in html and "5. Deployment history" in block
+    assert "7. Audit trail" in html and "6. Deployment history" in block
     assert "Where v1 ran." in block and "viewer" in block
     assert f'datetime="{approved.decided_at.isoformat(timespec="seconds")}"' in block
     assert "Monitoring summary" not in html
