@@ -139,6 +139,7 @@ def evidence_packet(version: ModelVersion, environment: Environment, validation:
     """What approvers read, assembled from what is recorded; every missing piece is a checklist item."""
     model = version.model
     training = version.training_dataset
+    baselines = version.baselines or {}
     checklist = [
         ("model_card", "Purpose and intended use written", bool(model.intended_use.strip()),
          "" if model.intended_use.strip() else "Write the intended use on the model."),
@@ -154,6 +155,8 @@ def evidence_packet(version: ModelVersion, environment: Environment, validation:
          "Run a validation on the model card and choose it here."),
         ("explainability", "Feature importance computed", bool(version.explainability),
          "" if version.explainability else "Compute feature importance on the model card."),
+        ("baselines", "Compared with simple baselines", bool(baselines),
+         baselines.get("sentence", "") if baselines else "Compare with simple baselines on the model card."),
         ("champion", "Compared with the model running there", None,
          f"No model runs in {environment.name} yet: nothing to compare with."),
     ]
@@ -174,6 +177,13 @@ def evidence_packet(version: ModelVersion, environment: Environment, validation:
                        "verdict": validation.verdict, "summary": (validation.report or {}).get("summary", "")}
         if validation else None,
         "explainability": version.explainability,
+        # "Is a simpler model enough?" as it stood when approval was asked (the card may be recomputed later).
+        "baselines": {"sentence": baselines.get("sentence", ""),
+                      "verdict": (baselines.get("lift") or {}).get("verdict"),
+                      "columns": baselines.get("columns", []),
+                      "models": [{"label": m["label"], "values": m.get("values", [])}
+                                 for m in baselines.get("models", [])],
+                      "test_rows": baselines.get("test_rows")} if baselines.get("sentence") else None,
         "safety": {"verdict": version.safety.get("verdict", ""), "summary": version.safety.get("summary", ""),
                    "trusted_by": version.trusted_by.username if version.trusted_by_id else None},
         "checklist": [{"key": k, "label": label, "ok": ok, "detail": detail} for k, label, ok, detail in checklist],

@@ -390,3 +390,22 @@ def test_the_sentences_for_each_verdict():
                                "regression that an analyst can explain line by line (off by 1,500 on average, "
                                "against 1,000, on 100 test rows).")
     assert "The simpler model may be enough" in sentence
+
+
+def test_the_approval_request_shows_the_comparison_as_it_stood(people, better, client_as,
+                                                                django_capture_on_commit_callbacks):
+    from apps.approvals import services as approvals
+    from tests.approvals.conftest import ANSWERS
+
+    compare(better, people["scientist"], django_capture_on_commit_callbacks)
+    better.refresh_from_db()
+    staging = approvals.create_environment(better.model.project, actor=people["admin"], name="staging",
+                                           required_approvals=1)
+    request = approvals.request_approval(better, staging, actor=people["scientist"], justification="Ready.",
+                                       answers=ANSWERS)
+    item = next(i for i in request.evidence["checklist"] if i["key"] == "baselines")
+    assert item["ok"] is True and item["detail"] == better.baselines["sentence"]
+
+    html = client_as(people["approver"]).get(f"/approvals/{request.uuid}/").content.decode()
+    block = html[html.index('id="evidence-baselines"'):html.index("Safety of the file")]
+    assert better.baselines["sentence"][:40] in block and "Logistic regression" in block
