@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -12,7 +14,21 @@ from apps.accounts.permissions import can_see, token_allows
 from apps.guidance import readiness, tour
 from apps.registry.models import ModelVersion
 
+_ITEM = inline_serializer("ReadinessItem", {
+    "key": serializers.CharField(), "label": serializers.CharField(), "done": serializers.BooleanField(),
+    "sentence": serializers.CharField(), "fix_url": serializers.CharField(allow_null=True),
+    "fix_label": serializers.CharField(allow_null=True), "who": serializers.CharField(allow_null=True)},
+    many=True)
+READINESS = inline_serializer("Readiness", {
+    "model": serializers.CharField(), "version": serializers.IntegerField(), "ready": serializers.IntegerField(),
+    "total": serializers.IntegerField(), "complete": serializers.BooleanField(), "items": _ITEM})
+TOUR = inline_serializer("Tour", {
+    "role": serializers.CharField(), "show": serializers.BooleanField(),
+    "steps": inline_serializer("TourStep", {"title": serializers.CharField(), "text": serializers.CharField(),
+                                            "url": serializers.CharField()}, many=True)})
 
+
+@extend_schema(responses=READINESS)
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def version_readiness(request, model_slug: str, number: int):
@@ -30,12 +46,14 @@ def _tour_state(user) -> dict:
             "steps": [{"title": s["title"], "text": s["text"], "url": s["url"]} for s in tour.steps(role)]}
 
 
+@extend_schema(responses=TOUR)
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def tour_state(request):
     return Response(_tour_state(request.user))
 
 
+@extend_schema(request=None, responses=TOUR)
 @api_view(["POST"])
 @permission_classes([IsAuthenticated])
 def tour_dismiss(request):
