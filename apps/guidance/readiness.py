@@ -2,7 +2,8 @@
 
 Computed for many versions (or deployments) at once in a fixed number of queries, so the Operations
 Center's cards cost the same with 3 deployments or 30. Each missing item links to the page that fixes it
-when the person may act there, and otherwise says who can.
+when the person may act there, and otherwise says who can. Link texts avoid the words of the pages' own
+buttons and links ("Request approval", "Deploy"), so both can be found by name.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def _checklist(version: ModelVersion, deployments: list[Deployment], facts: _Fac
     item = Item("training_data", linked, "The data it was trained on is linked." if linked else
                 "No training dataset is linked, so its data cannot be checked or compared.")
     items.append(item if linked else _fix(item, user, project, Action.IMPORT_MODEL, wizard,
-                                          "Import a version with its training data"))
+                                          "Import a version with its training data linked"))
 
     verdict = facts.validation.get(version.pk)
     passed = verdict in (ModelValidation.Verdict.PASS, ModelValidation.Verdict.WARN)
@@ -163,7 +164,7 @@ def _checklist(version: ModelVersion, deployments: list[Deployment], facts: _Fac
     item = Item("explainability", explained, "Which features matter most has been computed." if explained else
                 "Nobody has computed which features matter most to its answers.")
     items.append(item if explained else _fix(item, user, project, Action.EDIT_MODEL, f"{card}#explainability",
-                                              "Compute feature importance"))
+                                              "Compute which features matter"))
 
     approved = version.pk in facts.approved
     pending = facts.pending.get(version.pk)
@@ -175,14 +176,14 @@ def _checklist(version: ModelVersion, deployments: list[Deployment], facts: _Fac
     else:
         item = _fix(Item("approval", False, "It has no current approval to run where sign-off is needed."),
                     user, project, Action.REQUEST_APPROVAL,
-                    reverse("approval-request", args=[model.slug, version.number]), "Request approval")
+                    reverse("approval-request", args=[model.slug, version.number]), "Ask for sign-off")
     items.append(item)
 
     deploy_url = reverse("deployment-new") + f"?version={version.uuid}"
     if not deployments:
         for key, words in (("alert_rules", "alert rules"), ("fallback", "a fallback version")):
             items.append(_fix(Item(key, False, f"It is not deployed yet, so it has no {words}."),
-                              user, project, Action.DEPLOY, deploy_url, "Deploy it"))
+                              user, project, Action.DEPLOY, deploy_url, "Put it in service"))
         return Checklist(version, items)
 
     ruled = [d for d in deployments if d.pk in facts.with_rules]
@@ -190,12 +191,12 @@ def _checklist(version: ModelVersion, deployments: list[Deployment], facts: _Fac
     item = Item("alert_rules", bool(ruled), "Alert rules watch its deployment." if ruled else
                 "No alert rule watches its deployment, so nobody hears when it goes wrong.")
     items.append(item if ruled else _fix(item, user, project, Action.MANAGE_ALERTS,
-                                         reverse("alert-rules", args=[target.slug]), "Set alert rules"))
+                                         reverse("alert-rules", args=[target.slug]), "Choose what to watch"))
     backed = [d for d in deployments if d.fallback_id]
     item = Item("fallback", bool(backed), "Its deployment has a fallback version to roll back to." if backed else
                 "Its deployment has no fallback version: if it fails there is nothing to roll back to.")
-    items.append(item if backed else _fix(item, user, project, Action.DEPLOY,
-                                          reverse("deployment-page", args=[target.slug]), "Open the deployment"))
+    items.append(item if backed else _fix(item, user, project, Action.DEPLOY, reverse("deployment-page", args=[
+        target.slug]), "Keep a version to roll back to"))
     return Checklist(version, items)
 
 

@@ -79,5 +79,5 @@ def test_scientist_tour_and_readiness_journey(portal, people, project):
     expect(checklist.locator('[data-readiness-item="owner"]')).to_have_attribute("data-done", "true")
     approval = checklist.locator('[data-readiness-item="approval"]')
     expect(approval).to_have_attribute("data-done", "false")
-    portal.click_to_page(approval.get_by_role("link", name="Request approval"))
+    portal.click_to_page(approval.get_by_role("link", name="Ask for sign-off"))
     expect(page).to_have_url(re.compile(r"/models/churn/v1/request-approval/$"))
