@@ -9,6 +9,7 @@ buttons and links ("Request approval", "Deploy"), so both can be found by name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from django.urls import reverse
 
@@ -127,21 +128,21 @@ def _fix(item: Item, user, project, action: str, url: str, label: str) -> Item:
 def _checklist(version: ModelVersion, deployments: list[Deployment], facts: _Facts, user) -> Checklist:
     model, project = version.model, version.model.project
     card = reverse("model-version", args=[model.slug, version.number])
-    api_edit = reverse("api-docs")
+    edit = reverse("model-edit", args=[model.slug]) + "?next=" + quote(card)
     wizard = reverse("model-import", args=[project.slug]) + f"?model={model.slug}"
     items = []
 
     item = Item("owner", model.owner_id is not None,
                 "An owner is named: the person to ask about this model." if model.owner_id else
                 "Nobody is named as this model's owner, so nobody answers for it.")
-    items.append(item if item.done else _fix(item, user, project, Action.EDIT_MODEL, api_edit,
-                                             f"Name an owner (PATCH /api/v1/models/{model.slug}/)"))
+    items.append(item if item.done else _fix(item, user, project, Action.EDIT_MODEL, f"{edit}#id_owner",
+                                             "Name an owner"))
 
     written = bool((model.intended_use or "").strip())
     item = Item("intended_use", written, "Its intended use is written down." if written else
                 "Nobody has written down what this model is for, and what it must not be used for.")
-    items.append(item if written else _fix(item, user, project, Action.EDIT_MODEL, api_edit,
-                                           f"Write the intended use (PATCH /api/v1/models/{model.slug}/)"))
+    items.append(item if written else _fix(item, user, project, Action.EDIT_MODEL, f"{edit}#id_intended_use",
+                                           "Write the intended use"))
 
     linked = version.training_dataset_id is not None
     item = Item("training_data", linked, "The data it was trained on is linked." if linked else

@@ -1,4 +1,4 @@
-"""Import wizard forms: the file step, the describe step and the lineage step.
+"""Registry forms: the import wizard's file, describe and lineage steps, and a model's details.
 
 The forms only shape and label the fields; the rules (owner is a member, commit is a hash, the dataset is
 ready…) live in services.clean_model_fields / clean_lineage, which the views call so the API agrees.
@@ -43,18 +43,9 @@ class FileForm(forms.Form):
         return cleaned
 
 
-class DescribeForm(forms.Form):
-    model = forms.ChoiceField(
-        label="Model",
-        required=False,
-        help_text="Add a version to a model the project already has, or create a new model.",
-    )
-    name = forms.CharField(
-        label="New model name",
-        required=False,
-        max_length=120,
-        help_text="For a new model, e.g. “Loan default risk”.",
-    )
+class ModelDetailsForm(forms.Form):
+    """What a model is for and who answers for it: the wizard's describe step and the model's edit page."""
+
     description = forms.CharField(label="Description", required=False, widget=forms.Textarea(attrs={"rows": 3}),
                                   help_text="What the model predicts and how, in plain words.")
     intended_use = forms.CharField(label="Intended use", required=False, widget=forms.Textarea(attrs={"rows": 3}),
@@ -67,14 +58,40 @@ class DescribeForm(forms.Form):
     risk_tier = forms.ChoiceField(label="Risk tier", choices=RegisteredModel.RiskTier.choices,
                                   initial=RegisteredModel.RiskTier.MEDIUM)
 
-    def __init__(self, *args, project: Project, refresh_url: str = "", **kwargs):
+    def __init__(self, *args, project: Project, **kwargs):
         super().__init__(*args, **kwargs)
         self.project = project
-        self.models = {m.slug: m for m in RegisteredModel.objects.filter(project=project)}
-        self.fields["model"].choices = [("", "A new model"), *((s, m.name) for s, m in self.models.items())]
         members = project.memberships.select_related("user").order_by("user__username")
         self.fields["owner"].choices = [("", "Nobody yet"), *(
             (m.user.username, m.user.get_full_name() or m.user.username) for m in members)]
+
+    @staticmethod
+    def initial_from_model(model: RegisteredModel) -> dict:
+        return {
+            "description": model.description, "intended_use": model.intended_use,
+            "out_of_scope_uses": model.out_of_scope_uses, "owner": model.owner.username if model.owner else "",
+            "task_type": model.task_type, "risk_tier": model.risk_tier,
+        }
+
+
+class DescribeForm(ModelDetailsForm):
+    model = forms.ChoiceField(
+        label="Model",
+        required=False,
+        help_text="Add a version to a model the project already has, or create a new model.",
+    )
+    name = forms.CharField(
+        label="New model name",
+        required=False,
+        max_length=120,
+        help_text="For a new model, e.g. “Loan default risk”.",
+    )
+    field_order = ["model", "name"]
+
+    def __init__(self, *args, project: Project, refresh_url: str = "", **kwargs):
+        super().__init__(*args, project=project, **kwargs)
+        self.models = {m.slug: m for m in RegisteredModel.objects.filter(project=project)}
+        self.fields["model"].choices = [("", "A new model"), *((s, m.name) for s, m in self.models.items())]
         if refresh_url:
             # Choosing an existing model loads its current description, so importing does not wipe it.
             self.fields["model"].widget.attrs.update({
@@ -96,12 +113,7 @@ class DescribeForm(forms.Form):
 
     @staticmethod
     def initial_from_model(model: RegisteredModel) -> dict:
-        return {
-            "model": model.slug, "name": "", "description": model.description,
-            "intended_use": model.intended_use, "out_of_scope_uses": model.out_of_scope_uses,
-            "owner": model.owner.username if model.owner else "", "task_type": model.task_type,
-            "risk_tier": model.risk_tier,
-        }
+        return {"model": model.slug, "name": "", **ModelDetailsForm.initial_from_model(model)}
 
 
 JSON_HELP = "A JSON object, e.g. {}. Optional."

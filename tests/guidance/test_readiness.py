@@ -139,3 +139,17 @@ def test_api_scoped_token_of_another_project_gets_404(people, api_as, other_proj
 @pytest.mark.parametrize("persona", ["outsider"])
 def test_card_of_another_project_is_404(people, client_as, version, persona):
     assert client_as(people[persona]).get(CARD).status_code == 404
+
+
+def test_owner_and_intended_use_link_to_the_model_edit_page_and_back(people, client_as, version):
+    client = client_as(people["scientist"])
+    html = client.get(CARD).content.decode()
+    edit = "/models/churn/edit/?next=/models/churn/v1/"
+    assert f'href="{edit}#id_owner" data-readiness-fix' in html
+    assert f'href="{edit}#id_intended_use" data-readiness-fix' in html
+
+    response = client.post("/models/churn/edit/", {"next": CARD, "owner": "scientist", "intended_use": "Retention",
+                                                   "task_type": "classification", "risk_tier": "medium"})
+    assert response["Location"] == CARD
+    items = _items(client.get(CARD).content.decode())
+    assert items["owner"] == "true" and items["intended_use"] == "true"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, can, require
-from apps.registry import compare
+from apps.registry import compare, services
+from apps.registry.forms import ModelDetailsForm
 from apps.registry.models import RegisteredModel
 
 
@@ -47,6 +50,7 @@ def model_detail(request, model_slug):
         "model": model, "project": model.project, "versions": versions,
         "chart": compare.metrics_chart(versions),
         "may_import": can(request.user, Action.IMPORT_MODEL, model),
+        "may_edit": can(request.user, Action.EDIT_MODEL, model),
     })
 
 
@@ -67,8 +71,34 @@ def model_compare(request, model_slug):
     }, status=400 if error else 200)
 
 
+@login_required
+def model_edit(request, model_slug):
+    """Purpose, intended use, owner and risk: what the model card and the approvers' checklist read."""
+    model = _model_for(request, model_slug)
+    require(request.user, Action.EDIT_MODEL, model)
+    form = ModelDetailsForm(request.POST or None, project=model.project,
+                            initial=ModelDetailsForm.initial_from_model(model))
+    back = request.POST.get("next") or request.GET.get("next") or ""  # e.g. the model card that linked here
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        back = ""
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.update_model(model, actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(request, f"{model.name}: details saved.")
+            return redirect(back) if back else redirect("model-detail", model.slug)
+    return render(request, "registry/model_edit.html", {
+        "model": model, "project": model.project, "form": form, "back": back,
+    }, status=400 if form.errors else 200)
+
+
 urlpatterns = [
     path("projects/<slug:slug>/models/", model_list, name="model-list"),
     path("models/<slug:model_slug>/", model_detail, name="model-detail"),
     path("models/<slug:model_slug>/compare/", model_compare, name="model-compare"),
+    path("models/<slug:model_slug>/edit/", model_edit, name="model-edit"),
 ]
