@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts import api as accounts_api
+from apps.accounts import sso_api
 from apps.approvals.packet import api_urlpatterns as packet_api_patterns
 from apps.audit import api as audit_api
 from apps.core import api as core_api
@@ -33,6 +34,10 @@ members_collection = accounts_api.ProjectMembersCollection.as_view(
 api_patterns = [
     path("auth/token/", accounts_api.obtain_token, name="auth-token"),
     path("audit/verify/", audit_api.verify, name="audit-verify"),
+    path("sso/group-mappings/", sso_api.GroupMappingViewSet.as_view({"get": "list", "post": "create"}),
+         name="sso-group-mapping-list"),
+    path("sso/group-mappings/<uuid:uuid>/", sso_api.GroupMappingViewSet.as_view(
+        {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}), name="sso-group-mapping-detail"),
     path("projects/<slug:project_slug>/members/", members_collection, name="project-member-list"),
     path("", include("apps.registry.api_urls")),
     path("", include("apps.approvals.api")),

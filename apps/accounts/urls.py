@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from apps.accounts import sso, sso_api, views
+from apps.accounts import sso, views
 from apps.accounts.forms import InvitationAwarePasswordResetForm
 
 urlpatterns = [
@@ -12,11 +12,6 @@ urlpatterns = [
     path("oidc/callback/", sso.SSOCallbackView.as_view(), name="oidc_authentication_callback"),
     path("sso/group-mappings/", views.sso_mappings, name="sso-mappings"),
     path("sso/group-mappings/<uuid:mapping_id>/delete/", views.sso_mapping_delete, name="sso-mapping-delete"),
-    # Under /api/v1/ but routed here: portal/urls.py belongs to the whole project (see the SSO notes).
-    path("api/v1/sso/group-mappings/", sso_api.GroupMappingViewSet.as_view({"get": "list", "post": "create"}),
-         name="sso-group-mapping-list"),
-    path("api/v1/sso/group-mappings/<uuid:uuid>/", sso_api.GroupMappingViewSet.as_view(
-        {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}), name="sso-group-mapping-detail"),
     path("accounts/password/change/", auth_views.PasswordChangeView.as_view(
         template_name="accounts/password_change.html", success_url=reverse_lazy("password_change_done")),
         name="password_change"),
