@@ -19,7 +19,9 @@ from playwright.sync_api import expect
 from apps.approvals.models import ApprovalRequest
 from apps.datasets.models import Dataset
 from apps.monitoring.models import Alert
+from apps.registry.evidence import baselines
 from apps.registry.models import RegisteredModel
+from apps.registry.tasks import compare_baselines_task
 from tests.e2e.test_approvals_journey import _sign_out
 
 pytestmark = pytest.mark.e2e
@@ -55,9 +57,10 @@ class Camera:
         self.taken: list[Path] = []
         self.page.set_viewport_size(VIEWPORT)
 
-    def shot(self, name: str, *, full_page: bool = False) -> None:
+    def shot(self, name: str, *, full_page: bool = False, tour: bool = False) -> None:
         page = self.page
-        page.add_style_tag(content=HIDE_TOUR)
+        if not tour:
+            page.add_style_tag(content=HIDE_TOUR)
         page.wait_for_load_state("networkidle")
         path = IMAGES / f"{name}.png"
         options = {"animations": "disabled", "caret": "hide", "scale": "css"}
@@ -97,7 +100,7 @@ def referenced_images() -> set[str]:
     return names
 
 
-def test_docs_screenshots_are_taken_for_every_role(portal, demo_week):
+def test_docs_screenshots_are_taken_for_every_role(portal, demo_week, settings, monkeypatch):
     IMAGES.mkdir(parents=True, exist_ok=True)
     camera = Camera(portal)
     page = portal.page
@@ -107,9 +110,18 @@ def test_docs_screenshots_are_taken_for_every_role(portal, demo_week):
     waiting = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).order_by("-created_at").first()
     assert waiting is not None, "the demo week should leave a retrained version waiting for approval"
 
-    # Signing in, then a business stakeholder's pages.
+    # "Is a simpler model enough?" computed on the demo model, as a scientist's click would (in this process).
+    monkeypatch.setattr(compare_baselines_task, "delay", lambda *args, **kwargs: None)
+    job = baselines.start_baselines(model.versions.get(number=1), actor=model.created_by)
+    baselines.compare_baselines(str(job.pk))
+
+    # Signing in (with single sign-on configured, the button an agency's people use), then a stakeholder's pages.
+    settings.OIDC_ISSUER, settings.OIDC_RP_CLIENT_ID, settings.OIDC_PROVIDER_NAME = (
+        "https://sso.agency.example/realms/agency", "portal", "Agency ID")
     portal.visit("/accounts/login/")
+    expect(page.get_by_role("link", name="Sign in with Agency ID")).to_be_visible()
     camera.shot("sign-in")
+    settings.OIDC_ISSUER = ""
     portal.log_in("viewer", DEMO_PASSWORD)
     expect(page.get_by_role("heading", level=1)).to_have_text("Model Operations Center")
     camera.shot("operations-center", full_page=True)
@@ -127,6 +139,9 @@ def test_docs_screenshots_are_taken_for_every_role(portal, demo_week):
     camera.visit(f"/datasets/{dataset.uuid}/v1/", "dataset-version", full_page=True)
     camera.visit("/projects/demo/models/", "models")
     camera.visit(f"/models/{model.slug}/v1/", "model-card", full_page=True)
+    expect(page.locator("#baselines-sentence")).to_contain_text("than a logistic regression")
+    camera.section("#baselines", "baselines")
+    camera.section("#readiness", "readiness")
     camera.visit(f"/models/{model.slug}/compare/?v=1&v=2", "model-compare", full_page=True)
     camera.visit("/projects/demo/models/import/", "import-wizard")
     camera.visit(f"/deployments/{SLUG}/", "deployment", full_page=True)
@@ -135,6 +150,9 @@ def test_docs_screenshots_are_taken_for_every_role(portal, demo_week):
 
     # An approver: the queue, one request's evidence, the audit trail.
     portal.log_in("approver1", DEMO_PASSWORD)
+    expect(page.locator("#tour")).to_have_attribute("data-tour-role", "approver")
+    camera.shot("tour-approver", tour=True)
+    camera.visit("/help/", "help")
     camera.visit("/approvals/", "approvals-queue")
     camera.visit(f"/approvals/{waiting.uuid}/", "approval-request", full_page=True)
     # Filtered to decisions: the unfiltered demo trail has rows too wide for a readable picture.
