@@ -14,6 +14,9 @@ from playwright.sync_api import expect
 
 from apps.accounts import sso, sso_services
 from apps.accounts.models import Membership, User
+from apps.approvals.models import Environment
+from apps.deployments.models import Deployment
+from apps.registry.models import ModelVersion, RegisteredModel
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +46,22 @@ def leave_unchecked(portal) -> None:
     portal.checked_up_to = len(portal.navigations)
 
 
+def _model_in_service(people, project) -> None:
+    """A model version serving in staging with part of its readiness done (owner, intended use), as rows only."""
+    model = RegisteredModel.objects.create(project=project, name="Churn", slug="churn", created_by=people["scientist"],
+                                           owner=people["scientist"], intended_use="Prioritise retention calls")
+    version = ModelVersion.objects.create(model=model, number=1, status=ModelVersion.Status.READY, format="skops",
+                                          created_by=people["scientist"], sha256="a" * 64, artifact_sha256="b" * 64,
+                                          signature={"inputs": [{"name": "age", "type": "long"}], "outputs": []})
+    staging = Environment.objects.create(project=project, name="Staging", slug="staging", required_approvals=0)
+    Deployment.objects.create(project=project, name="Churn staging", slug="churn-staging", environment=staging,
+                              champion=version)
+
+
 def test_an_approver_signs_in_through_the_identity_provider_and_sees_their_project(portal, people, project,
                                                                                    sso_on, screenshot_dir):
+    """The issue's "done when": SSO as a person whose group maps to approver, then their tour and the checklist."""
+    _model_in_service(people, project)
     sso_services.create_group_mapping(actor=people["staff"], group="ds-alpha-approvers", project=project,
                                       role="approver")
     claims = {"preferred_username": "amira", "email": "amira@agency.example", "given_name": "Amira",
@@ -66,6 +83,23 @@ def test_an_approver_signs_in_through_the_identity_provider_and_sees_their_proje
     expect(page.get_by_role("heading", level=1)).to_have_text("Model Operations Center")
     amira = User.objects.get(username="amira")
     assert Membership.objects.get(user=amira, project=project).role == "approver"
+
+    # First visit: the approver's tour, and the model in service with its readiness on its card.
+    tour = page.locator("#tour")
+    expect(tour).to_have_attribute("data-tour-role", "approver")
+    expect(tour).to_contain_text("A short tour for approvers")
+    expect(tour).to_contain_text("Requests waiting for you")
+    on_card = page.locator("[data-readiness]").first
+    expect(on_card.locator("[data-readiness-count]").first).to_have_text(re.compile(r"Readiness: \d of 8 ready"))
+
+    portal.visit("/models/churn/v1/")
+    checklist = page.locator("#readiness")
+    expect(checklist.locator('[data-readiness-item="owner"]')).to_have_attribute("data-done", "true")
+    missing = checklist.locator('[data-readiness-item="explainability"]')
+    expect(missing).to_have_attribute("data-done", "false")
+    # An approver cannot compute feature importance: the checklist says who can instead of linking.
+    expect(missing).to_contain_text("Only a data scientist or admin of the project can do this.")
+    expect(missing.locator("[data-readiness-fix]")).to_have_count(0)
 
     portal.visit("/projects/")
     portal.click_to_page(page.get_by_role("link", name="Alpha", exact=True))
