@@ -30,6 +30,20 @@ class SSOUnavailable(Exception):
     """The identity provider could not be reached or answered nonsense; the message is for people."""
 
 
+class SSORefused(Exception):
+    """The provider vouched for someone the portal will not sign in this way; the message is for people."""
+
+    def __init__(self, message: str, *, reason: str, user=None):
+        super().__init__(message)
+        self.reason, self.user = reason, user
+
+
+_NO_NAME = ("The sign-in service did not tell the portal who you are (no user name). "
+            "Tell your portal administrator.")
+_PRIVILEGED = ("This is a local administrator account of the portal. It cannot be used through single sign-on: "
+               "sign in with its password, or ask the site staff for an account of your own.")
+
+
 def enabled() -> bool:
     return bool(settings.OIDC_ISSUER and settings.OIDC_RP_CLIENT_ID)
 
@@ -119,7 +133,9 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         return claims
 
     def verify_claims(self, claims) -> bool:
-        return bool(claims.get("sub")) and bool(sso_services.username_from_claims(claims))
+        if not claims.get("sub") or not sso_services.username_from_claims(claims):
+            raise SSORefused(_NO_NAME, reason="claims refused")
+        return True
 
     def filter_users_by_claims(self, claims):
         return self.UserModel.objects.filter(username__iexact=sso_services.username_from_claims(claims))
@@ -131,6 +147,10 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
     def update_user(self, user, claims):
         if not user.is_active:
             return user  # the callback refuses them; a deactivated account's access stays as it was
+        if (user.is_staff or user.is_superuser) and user.has_usable_password():
+            # Accounts are matched by user name, so a provider (or a person who can pick their own name there)
+            # must not be able to open the break-glass administrator accounts, which stay password-only.
+            raise SSORefused(_PRIVILEGED, reason="privileged local account", user=user)
         sso_services.refresh_profile(user, claims)
         return self._apply_groups(user, claims)
 
@@ -196,6 +216,9 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
         except SSOUnavailable as exc:
             sso_services.record_sso_failure("provider unreachable", request)
             return _failure(request, str(exc), status=503)
+        except SSORefused as exc:
+            sso_services.record_sso_failure(exc.reason, request, user=exc.user)
+            return _failure(request, str(exc), status=403)
         except (requests.RequestException, jwt.PyJWTError, ValueError, KeyError) as exc:
             logger.warning("OIDC callback failed: %s", exc)
             sso_services.record_sso_failure("provider exchange failed", request, detail=str(exc))
@@ -213,5 +236,4 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
             sso_services.record_sso_failure("state mismatch", request)
             return _failure(request, _EXPIRED)
         sso_services.record_sso_failure("claims refused", request)
-        return _failure(request, "The sign-in service did not tell the portal who you are (no user name). "
-                                 "Tell your portal administrator.")
+        return _failure(request, _NO_NAME)

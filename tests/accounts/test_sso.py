@@ -399,3 +399,34 @@ def test_an_sso_session_ends_when_the_account_is_deactivated(client, sso_on, app
     assert client.get("/projects/alpha/").status_code == 200
     User.objects.filter(username="hana").update(is_active=False)  # even without the service ending sessions
     assert client.get("/projects/alpha/").status_code == 302
+
+
+def test_a_break_glass_administrator_account_cannot_be_opened_through_sso(client, sso_on, people, approvers_map):
+    """Accounts are matched by user name: a provider naming someone `staffer` must not open that local admin."""
+    response = sso_login(client, sso_on, "staffer-at-idp", preferred_username="staffer", groups=["ds-alpha-approvers"])
+
+    assert response.status_code == 403
+    assert "local administrator account" in text_of(response)
+    assert user_of(client) is None
+    assert not Membership.objects.filter(user=people["staff"]).exists()  # no mapping applied either
+    failed = AuditEvent.objects.get(action="auth.login_failed")
+    assert failed.details == {"method": "sso", "reason": "privileged local account"}
+    assert failed.actor_label == "staffer"
+
+
+def test_staff_status_given_to_an_sso_account_keeps_it_usable(client, sso_on, approvers_map):
+    sso_login(client, sso_on, "sam", preferred_username="sam", groups=["ds-alpha-approvers"])
+    sam = User.objects.get(username="sam")
+    sam.is_staff = True
+    sam.save()
+    client.logout()
+
+    sso_login(client, sso_on, "sam", preferred_username="sam", groups=["ds-alpha-approvers"])
+    assert user_of(client) == sam
+
+
+def test_a_provider_that_names_nobody_is_refused_plainly(client, sso_on, db):
+    response = sso_login(client, sso_on, "!!!", preferred_username="!!!")
+    assert response.status_code == 403
+    assert "did not tell the portal who you are" in text_of(response)
+    assert AuditEvent.objects.get(action="auth.login_failed").details["reason"] == "claims refused"
