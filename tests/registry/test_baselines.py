@@ -409,3 +409,18 @@ def test_the_approval_request_shows_the_comparison_as_it_stood(people, better, c
     html = client_as(people["approver"]).get(f"/approvals/{request.uuid}/").content.decode()
     block = html[html.index('id="evidence-baselines"'):html.index("Safety of the file")]
     assert better.baselines["sentence"][:40] in block and "Logistic regression" in block
+
+
+def test_a_sorted_training_file_is_sampled_across_its_rows_not_cut_at_the_top(people, project,
+                                                                               django_capture_on_commit_callbacks):
+    """Files are often sorted (by date, by label): the first rows alone would be one class only."""
+    from apps.registry.evidence.explain import training_frame as read_training
+
+    frame = xor_frame(rows=400).sort_values("label").reset_index(drop=True)
+    version = imported(people, project, django_capture_on_commit_callbacks, frame, tree_pipeline(4))
+    head = read_training(version, 100)
+    assert head["label"].nunique() == 1  # what the top of the sorted file holds
+    sample = read_training(version, 100, sample_seed=42)
+    assert len(sample) == 100 and sample["label"].nunique() == 2
+    assert sample.equals(read_training(version, 100, sample_seed=42))  # seeded: the same rows every time
+    assert len(read_training(version, 1000, sample_seed=42)) == 400  # smaller than asked: all of it

@@ -25,7 +25,7 @@ from apps.registry.models import ModelVersion, RegisteredModel
 logger = logging.getLogger(__name__)
 
 JOB_KIND = "compare_baselines"
-MAX_ROWS = 20_000  # the first rows of the training data: enough for a stable comparison, seconds to fit
+MAX_ROWS = 20_000  # a seeded sample of the training data: enough for a stable comparison, seconds to fit
 MIN_ROWS = 30
 TEST_SIZE = 0.25
 SEED = 42
@@ -122,7 +122,7 @@ def _compare(version: ModelVersion, job_id: str):
     jobs.report_progress(job_id, 5, "Reading the training data…")
     classification = version.model.task_type == _CLASSIFICATION
     target = version.tags["target_column"]
-    frame = training_frame(version, MAX_ROWS)
+    frame = training_frame(version, MAX_ROWS, sample_seed=SEED)
     if frame is None:
         raise _Refused("The training dataset has no readable rows yet; wait for its profiling to finish.")
     features = [c["name"] for c in input_columns(version)]

@@ -22,8 +22,14 @@ MAX_ROWS = 2000
 N_REPEATS = 5
 
 
-def training_frame(version: ModelVersion, rows: int = MAX_ROWS):
-    """Up to `rows` rows of the linked training dataset version (all its columns), or None if none is linked."""
+def training_frame(version: ModelVersion, rows: int = MAX_ROWS, *, sample_seed: int | None = None):
+    """Up to `rows` rows of the linked training dataset version (all its columns), or None if none is linked.
+
+    The first rows by default; with `sample_seed`, a seeded uniform sample of the whole file when it is bigger
+    (data is often sorted by date or label, so the first rows can be one kind only). Either way only the kept
+    rows are held in memory.
+    """
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -32,11 +38,22 @@ def training_frame(version: ModelVersion, rows: int = MAX_ROWS):
         return None
     batches, total = [], 0
     with storage.open_stream(dataset_version.parquet_name) as handle:
-        for batch in pq.ParquetFile(handle).iter_batches(batch_size=min(rows, 10_000)):
-            batches.append(batch.slice(0, rows - total))
-            total += batches[-1].num_rows
-            if total >= rows:
-                break
+        parquet = pq.ParquetFile(handle)
+        available = parquet.metadata.num_rows
+        if sample_seed is not None and available > rows:
+            wanted = np.sort(np.random.default_rng(sample_seed).choice(available, size=rows, replace=False))
+            start = 0
+            for batch in parquet.iter_batches(batch_size=10_000):
+                lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
+                if hi > lo:
+                    batches.append(batch.take(pa.array(wanted[lo:hi] - start)))
+                start += batch.num_rows
+        else:
+            for batch in parquet.iter_batches(batch_size=min(rows, 10_000)):
+                batches.append(batch.slice(0, rows - total))
+                total += batches[-1].num_rows
+                if total >= rows:
+                    break
     if not batches:
         return None
     return pa.Table.from_batches(batches).to_pandas()
