@@ -11,9 +11,12 @@ import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.views import LogoutView
 from django.core.exceptions import SuspiciousOperation
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views import View
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
@@ -237,3 +240,24 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
             return _failure(request, _EXPIRED)
         sso_services.record_sso_failure("claims refused", request)
         return _failure(request, _NO_NAME)
+
+
+class SignOutView(LogoutView):
+    """Sign out of the portal and, for a single sign-on session, of the identity provider too (RP-initiated
+    logout): on a shared computer, "Sign out" must not leave the provider ready to sign the next person in."""
+
+    def post(self, request, *args, **kwargs):
+        id_token = request.session.get("oidc_id_token")
+        response = super().post(request, *args, **kwargs)
+        if not (id_token and enabled() and settings.OIDC_SIGN_OUT_AT_PROVIDER):
+            return response
+        try:
+            endpoint = provider_config().get("end_session_endpoint")
+        except SSOUnavailable:
+            endpoint = None  # the portal session has ended; the provider's cannot be reached now
+        if not endpoint:
+            return response
+        back = request.build_absolute_uri(reverse("login"))
+        query = urlencode({"id_token_hint": id_token, "client_id": settings.OIDC_RP_CLIENT_ID,
+                           "post_logout_redirect_uri": back})
+        return HttpResponseRedirect(f"{endpoint}{'&' if '?' in endpoint else '?'}{query}")

@@ -6,7 +6,7 @@ from apps.accounts.forms import InvitationAwarePasswordResetForm
 
 urlpatterns = [
     path("accounts/login/", views.PortalLoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", sso.SignOutView.as_view(), name="logout"),
     # The redirect URI to register at the identity provider is https://<portal host>/oidc/callback/.
     path("oidc/authenticate/", sso.SSOStartView.as_view(), name="oidc_authentication_init"),
     path("oidc/callback/", sso.SSOCallbackView.as_view(), name="oidc_authentication_callback"),

@@ -235,11 +235,22 @@ def test_an_unreachable_provider_gives_a_plain_page(client, settings, sso_on, db
     assert "could not be reached" in text_of(response)
 
 
-def test_logout_works_for_sso_users(client, sso_on, approvers_map):
+def test_logout_ends_the_portal_session_and_the_providers(client, sso_on, approvers_map):
     sso_login(client, sso_on, "gina", groups=["ds-alpha-approvers"])
     assert user_of(client) is not None
+    id_token = client.session["oidc_id_token"]
     response = client.post("/accounts/logout/")
-    assert response.status_code == 302 and response["Location"] == LOGIN
+    assert response.status_code == 302
+    location = urlsplit(response["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{sso_on}/oauth2/end_session"
+    query = parse_qs(location.query)
+    assert query["id_token_hint"] == [id_token] and query["client_id"] == ["portal"]
+    assert query["post_logout_redirect_uri"] == ["http://testserver" + LOGIN]
+    assert user_of(client) is None and client.get("/projects/alpha/").status_code == 302
+    assert AuditEvent.objects.get(action="auth.logout").actor.username == "gina"
+    # The provider knows the page: it offers to end its session and send the browser back.
+    page = requests.get(response["Location"], timeout=5)
+    assert page.status_code == 200
     assert user_of(client) is None
     assert client.get("/projects/alpha/").status_code == 302
     assert AuditEvent.objects.get(action="auth.logout").actor.username == "gina"
@@ -430,3 +441,18 @@ def test_a_provider_that_names_nobody_is_refused_plainly(client, sso_on, db):
     assert response.status_code == 403
     assert "did not tell the portal who you are" in text_of(response)
     assert AuditEvent.objects.get(action="auth.login_failed").details["reason"] == "claims refused"
+
+
+def test_logout_stays_in_the_portal_when_provider_logout_is_off(client, settings, sso_on, approvers_map):
+    settings.OIDC_SIGN_OUT_AT_PROVIDER = False
+    sso_login(client, sso_on, "gina", groups=["ds-alpha-approvers"])
+    response = client.post("/accounts/logout/")
+    assert response.status_code == 302 and response["Location"] == LOGIN
+    assert user_of(client) is None
+
+
+def test_password_sessions_sign_out_in_the_portal_only(client, sso_on, people):
+    client.post(LOGIN, {"username": "staffer", "password": PASSWORD})
+    assert user_of(client) is not None
+    response = client.post("/accounts/logout/")
+    assert response["Location"] == LOGIN and user_of(client) is None
