@@ -222,6 +222,10 @@ OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "single sign-on")
 OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
 OIDC_RP_SIGN_ALGO = env_str("OIDC_SIGN_ALGO", "RS256")
 OIDC_USE_PKCE = env_bool("OIDC_USE_PKCE", True)
+# "Sign out" also ends the session at the provider (RP-initiated logout) when it offers an end_session_endpoint;
+# the ID token is kept in the (server-side) session as the hint that logout needs.
+OIDC_SIGN_OUT_AT_PROVIDER = env_bool("OIDC_SIGN_OUT_AT_PROVIDER", True)
+OIDC_STORE_ID_TOKEN = OIDC_SIGN_OUT_AT_PROVIDER
 SSO_ENABLED = bool(OIDC_ISSUER and OIDC_RP_CLIENT_ID)
 if OIDC_ISSUER and not OIDC_ISSUER.startswith(("https://", "http://")):
     raise ImproperlyConfigured(f"OIDC_ISSUER must be an http(s) URL, not {OIDC_ISSUER!r}.")
