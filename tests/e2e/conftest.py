@@ -5,6 +5,10 @@ Tests drive the site through `portal` (a `PortalBrowser`): `portal.visit(path)`,
 step that loads a page). The fixture records every
 main-frame navigation and fails the test at teardown if a page was never checked, so a new step that
 forgets the accessibility check cannot pass silently.
+
+The site's real Content-Security-Policy is enforced (no `bypass_csp`): axe-core and the violation listener
+reach the page through Playwright (CDP), which CSP does not govern, and any CSP violation a page causes, as
+a `securitypolicyviolation` event or a console message, fails the test at teardown.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ RUN_AXE = """async (tags) => {
   return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
                                       targets: v.nodes.map(n => n.target.join(' '))}));
 }"""
+# Installed in every document before its own scripts run; reports to Python through an exposed binding, so
+# violations survive navigations. Runs via CDP, so the CSP under test does not block it.
+CSP_LISTENER = """(() => {
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.__portalCspViolation({page: document.location.href, directive: e.effectiveDirective || e.violatedDirective,
+                                 blocked: e.blockedURI, source: e.sourceFile, line: e.lineNumber, sample: e.sample,
+                                 disposition: e.disposition});
+  }, true);
+})();"""
 # portal.js draws Plotly charts after load; check the drawn chart, not an empty box.
 CHARTS_DRAWN = "() => [...document.querySelectorAll('[data-plotly-source]')].every(el => el.dataset.drawn)"
 
@@ -49,12 +62,18 @@ def format_violations(violations: list[dict], *, max_targets: int = 3) -> str:
 class PortalBrowser:
     """One person's browser tab on the live server; every page it lands on is checked with axe-core."""
 
-    def __init__(self, page: Page, axe_source: str):
+    def __init__(self, page: Page, axe_source: str, csp_violations: list[str] | None = None):
         self.page = page
         self._axe_source = axe_source
         self.navigations: list[str] = []   # main-frame URLs, in order
         self.checked_up_to = 0             # how many of them check_a11y has covered
+        self.csp_violations = csp_violations if csp_violations is not None else []
         page.on("framenavigated", self._record_navigation)
+        page.on("console", self._record_csp_console)
+
+    def _record_csp_console(self, message) -> None:
+        if "content security policy" in message.text.lower():
+            self.csp_violations.append(f"console on {self.page.url}: {message.text}")
 
     def _record_navigation(self, frame) -> None:
         if frame == self.page.main_frame:
@@ -121,18 +140,35 @@ def browser():
         browser.close()
 
 
+def format_csp_violation(v: dict) -> str:
+    where = f" ({v['source']}:{v['line']})" if v.get("source") else ""
+    sample = f" sample {v['sample']!r}" if v.get("sample") else ""
+    return f"{v['directive']} blocked {v['blocked'] or '(unknown)'} on {v['page']}{where}{sample}"
+
+
 @pytest.fixture
 def portal(browser, live_server, axe_source):
-    # The site's CSP forbids scripts it did not serve; bypass_csp lets the injected axe-core run.
-    context = browser.new_context(base_url=live_server.url, bypass_csp=True,
-                                  viewport={"width": 1280, "height": 900})
+    # The site's CSP is enforced: a page that needs an inline script, style attribute or foreign origin the
+    # policy forbids fails here, as it would for a real user.
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
-    tab = PortalBrowser(context.new_page(), axe_source)
+    csp_violations: list[str] = []
+    context.expose_function("__portalCspViolation", lambda v: csp_violations.append(format_csp_violation(v)))
+    context.add_init_script(CSP_LISTENER)
+    tab = PortalBrowser(context.new_page(), axe_source, csp_violations)
     yield tab
     unchecked = tab.unchecked_pages
     context.close()
+    problems = []
+    if csp_violations:
+        listed = "\n".join(f"  {line}" for line in dict.fromkeys(csp_violations))
+        problems.append(f"Content-Security-Policy violations (fix the template or static JS, not the policy):\n"
+                        f"{listed}")
     if unchecked:
-        pytest.fail(f"Pages visited without an accessibility check (use visit/click_to_page/check_a11y): {unchecked}")
+        problems.append(f"Pages visited without an accessibility check (use visit/click_to_page/check_a11y): "
+                        f"{unchecked}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
