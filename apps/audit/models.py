@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+from apps.audit import hashing
 
 GENESIS_HASH = "0" * 64
 
@@ -31,7 +31,8 @@ class AuditEvent(models.Model):
     """One thing that happened: who did what to which object, where from, chained to the event before.
 
     `hash` covers every field and the previous event's hash, so editing or deleting any row breaks the
-    chain from that row on (see services.verify_chain).
+    chain from that row on; it is keyed (HMAC) so a database superuser cannot recompute it after an edit,
+    and checkpoints kept outside the database catch a cut-off tail (see services.verify_chain).
     """
 
     sequence = models.PositiveBigIntegerField(unique=True, editable=False)
@@ -53,6 +54,8 @@ class AuditEvent(models.Model):
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # Which algorithm made `hash`: rows written before keyed hashing keep 1 (see hashing.py).
+    hash_version = models.PositiveSmallIntegerField(default=hashing.CURRENT, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -72,22 +75,13 @@ class AuditEvent(models.Model):
         raise ValueError("Audit events are append-only; they cannot be deleted.")
 
     def compute_hash(self) -> str:
-        payload = {
-            "sequence": self.sequence,
-            "created_at": self.created_at.isoformat(timespec="microseconds"),
-            "actor_id": self.actor_id,
-            "actor_label": self.actor_label,
-            "action": self.action,
-            "object_type": self.object_type,
-            "object_id": self.object_id,
-            "object_repr": self.object_repr,
-            "project_id": self.project_id,
-            "details": self.details,
-            "client_ip": self.client_ip,
-            "prev_hash": self.prev_hash,
-        }
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """SHA-256 (version 1, older events) or HMAC-SHA256 with the audit key (version 2); see hashing."""
+        return hashing.compute(self.hash_version, hashing.event_payload(
+            sequence=self.sequence, created_at=self.created_at, actor_id=self.actor_id,
+            actor_label=self.actor_label, action=self.action, object_type=self.object_type,
+            object_id=self.object_id, object_repr=self.object_repr, project_id=self.project_id,
+            details=self.details, client_ip=self.client_ip, prev_hash=self.prev_hash,
+            hash_version=self.hash_version))
 
 
 class AuditChainHead(models.Model):

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from apps.audit import checkpoints, hashing
 from apps.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
 
 # Set per request by AuditContextMiddleware; None in tasks and commands.
@@ -100,6 +101,7 @@ def record(action: str, *, actor=None, obj=None, project=None, details: dict | N
             details=_json_safe(details),
             client_ip=_canonical_ip(client_ip or client_ip_var.get()),
             prev_hash=head.hash,
+            hash_version=hashing.CURRENT,
         )
         event.hash = event.compute_hash()
         event.save()
@@ -121,38 +123,85 @@ class ChainReport:
     events: int
     first_bad: int | None
     reason: str = ""
+    # The last event read, for writing a checkpoint after a clean run (not part of the public report).
+    last_sequence: int = 0
+    last_hash: str = GENESIS_HASH
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "events": self.events, "first_bad": self.first_bad, "reason": self.reason}
 
 
 def verify_chain() -> ChainReport:
-    """Walk the chain in order; report the first event whose hash, link or sequence is wrong."""
+    """Walk the chain in order; report the first event whose sequence, link, hash or checkpoint is wrong.
+
+    What each check catches: a changed field fails the event's keyed hash (HMAC, so a database superuser
+    cannot recompute it); a deleted, inserted or reordered event breaks the sequence or the link; events
+    cut off the end are caught by the head row and, if the head was wound back too, by the signed
+    checkpoints kept outside the database (see checkpoints.py). Events from before keyed hashing
+    (hash_version 1) are accepted only as the start of the chain and only if a keyed seal follows them.
+    """
     # The head is read before and after the walk: writers may append meanwhile (an event and the head
     # move in one transaction), so an intact chain has between those two counts of events.
     head_before = _head_sequence()
+    anchors = checkpoints.read()
     expected_prev = GENESIS_HASH
     expected_sequence = 1
     count = 0
+    legacy = 0  # unkeyed events at the start of the chain, awaiting their seal
+    keyed_seen = False
     for event in AuditEvent.objects.order_by("sequence").iterator(chunk_size=2000):
         count += 1
-        if event.sequence != expected_sequence:
-            return ChainReport(False, count, event.sequence,
-                               f"event #{expected_sequence} is missing (next is #{event.sequence})")
-        if event.prev_hash != expected_prev:
-            return ChainReport(False, count, event.sequence, "link to the previous event is broken")
-        if event.compute_hash() != event.hash:
-            return ChainReport(False, count, event.sequence, "event content does not match its hash")
+        problem = _event_problem(event, expected_sequence, expected_prev, keyed_seen, anchors)
+        if problem is None and event.hash_version == hashing.KEYED and not keyed_seen and legacy \
+                and not _seals(event, legacy, expected_prev):
+            problem = f"the {legacy} unkeyed event(s) before it are not sealed by a keyed event"
+        if problem is not None:
+            return ChainReport(False, count, event.sequence, problem, expected_sequence - 1, expected_prev)
+        legacy += event.hash_version == hashing.PLAIN
+        keyed_seen = keyed_seen or event.hash_version == hashing.KEYED
         expected_prev = event.hash
         expected_sequence += 1
+    if legacy and not keyed_seen:
+        return ChainReport(False, count, 1, f"all {legacy} event(s) have unkeyed hashes and no keyed seal")
+    last = (count, expected_prev)
+    if anchors and max(anchors) > count:
+        return ChainReport(False, count, count + 1,
+                           f"a signed checkpoint saw event #{max(anchors)} but the chain ends at #{count} "
+                           "(events were removed from the end)", *last)
     if head_before is not None and count < head_before:
         return ChainReport(False, count, count + 1,
-                           f"the chain head expects {head_before} events but {count} exist")
+                           f"the chain head expects {head_before} events but {count} exist", *last)
     head_after = _head_sequence()
     if head_after is not None and count > head_after:
         return ChainReport(False, count, head_after + 1,
-                           f"the chain head expects {head_after} events but {count} exist")
-    return ChainReport(True, count, None)
+                           f"the chain head expects {head_after} events but {count} exist", *last)
+    return ChainReport(True, count, None, "", *last)
+
+
+def _event_problem(event, expected_sequence, expected_prev, keyed_seen, anchors) -> str | None:
+    if event.sequence != expected_sequence:
+        return f"event #{expected_sequence} is missing (next is #{event.sequence})"
+    if event.prev_hash != expected_prev:
+        return "link to the previous event is broken"
+    if event.hash_version not in (hashing.PLAIN, hashing.KEYED):
+        return f"unknown hash version {event.hash_version}"
+    if event.hash_version == hashing.PLAIN and keyed_seen:
+        return "event has an unkeyed hash but keyed hashing was already in use (forged or downgraded)"
+    if event.compute_hash() != event.hash:
+        return "event content does not match its hash"
+    if anchors.get(event.sequence, event.hash) != event.hash:
+        return "event differs from the signed checkpoint taken of it"
+    return None
+
+
+def _seals(event: AuditEvent, legacy: int, legacy_head: str) -> bool:
+    return event.action == hashing.SEAL_ACTION and event.details == {
+        "legacy_events": legacy, "legacy_head": legacy_head}
+
+
+def checkpoint(report: ChainReport) -> bool:
+    """Write a signed checkpoint of a clean report's last event (see checkpoints.py)."""
+    return report.ok and checkpoints.write(report.last_sequence, report.last_hash)
 
 
 def _head_sequence() -> int | None:

@@ -12,28 +12,38 @@ from apps.audit import services as audit
 from apps.audit.models import AuditEvent
 
 ON_POSTGRES = connection.vendor == "postgresql"
-TRIGGER = "audit_event_append_only"
+AUDIT_TABLES = ("audit_auditevent", "audit_auditchainhead")
 
 
 @contextmanager
 def dba_cursor() -> Iterator:
     """A cursor with the append-only trigger switched off, as a DBA (table owner) could do.
 
-    On PostgreSQL the trigger refuses UPDATE/DELETE on audit rows; tampering past it needs ALTER TABLE.
-    SQLite has no trigger, so there the cursor is used as is.
+    On PostgreSQL triggers refuse UPDATE/DELETE/TRUNCATE of events, out-of-place INSERTs and head
+    rewinds; tampering past them needs ALTER TABLE. SQLite has no triggers, so there the cursor is used
+    as is.
     """
     with connection.cursor() as cursor:
         if ON_POSTGRES:
             # The test's transaction holds deferred foreign-key checks from its inserts; PostgreSQL
             # refuses ALTER TABLE while they are pending, so run them now.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute(f"ALTER TABLE audit_auditevent DISABLE TRIGGER {TRIGGER}")
+            for table in AUDIT_TABLES:
+                cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         try:
             yield cursor
         finally:
             if ON_POSTGRES:
-                cursor.execute(f"ALTER TABLE audit_auditevent ENABLE TRIGGER {TRIGGER}")
+                for table in AUDIT_TABLES:
+                    cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
                 cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+@pytest.fixture(autouse=True)
+def checkpoint_file(settings, tmp_path):
+    """Each test gets its own checkpoint file, so checkpoints never leak between tests or runs."""
+    settings.PORTAL_AUDIT_CHECKPOINT_FILE = str(tmp_path / "audit-checkpoints.jsonl")
+    return tmp_path / "audit-checkpoints.jsonl"
 
 
 @pytest.fixture

@@ -1,0 +1,75 @@
+"""How an audit event's hash is computed, per `hash_version`, and where the key comes from.
+
+Version 1 (events written before keyed hashing) is a plain SHA-256 over the event's fields: anyone with
+write access to the database could recompute it, so a forged tail or a fully rewritten chain verified.
+Version 2 is an HMAC-SHA256 with a key the database does not hold (PORTAL_AUDIT_KEY from the environment,
+else derived from SECRET_KEY), so a database superuser can still edit rows but can no longer make the edit
+verify. Version-1 events stay verifiable: they may only form the start of the chain, and the first
+version-2 event must seal them (SEAL_ACTION, naming how many there are and the last one's hash).
+
+Kept free of models so migration 0003 can seal an existing chain with exactly this code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+
+from django.conf import settings
+
+PLAIN = 1
+KEYED = 2
+CURRENT = KEYED
+SEAL_ACTION = "audit.keyed_hashing_enabled"
+
+
+def audit_key() -> bytes:
+    """The chain key: PORTAL_AUDIT_KEY (setting or environment), else one derived from SECRET_KEY.
+
+    Changing it makes every keyed event fail verification, so it is set once, before migration 0003.
+    """
+    key = getattr(settings, "PORTAL_AUDIT_KEY", "") or os.environ.get("PORTAL_AUDIT_KEY", "")
+    if key:
+        return key.encode()
+    # A derived key rather than SECRET_KEY itself, so an audit MAC never doubles as a Django signature.
+    return hmac.new(settings.SECRET_KEY.encode(), b"portal.audit.chain-key", hashlib.sha256).digest()
+
+
+def canonical(payload: dict) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_payload(*, sequence, created_at, actor_id, actor_label, action, object_type, object_id,
+                  object_repr, project_id, details, client_ip, prev_hash, hash_version) -> dict:
+    payload = {
+        "sequence": sequence,
+        "created_at": created_at.isoformat(timespec="microseconds"),
+        "actor_id": actor_id,
+        "actor_label": actor_label,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "object_repr": object_repr,
+        "project_id": project_id,
+        "details": details,
+        "client_ip": client_ip,
+        "prev_hash": prev_hash,
+    }
+    if hash_version != PLAIN:  # version 1 hashes stay byte-for-byte what they were
+        payload["hash_version"] = hash_version
+    return payload
+
+
+def compute(hash_version: int, payload: dict) -> str:
+    if hash_version == PLAIN:
+        return hashlib.sha256(canonical(payload)).hexdigest()
+    if hash_version == KEYED:
+        return hmac.new(audit_key(), canonical(payload), hashlib.sha256).hexdigest()
+    raise ValueError(f"unknown audit hash version {hash_version!r}")
+
+
+def sign(payload: dict) -> str:
+    """A MAC over any JSON payload with the chain key (used for the checkpoints kept outside the database)."""
+    return hmac.new(audit_key(), canonical(payload), hashlib.sha256).hexdigest()
