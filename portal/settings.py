@@ -138,6 +138,9 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "apps.audit.middleware.AuditContextMiddleware",
+    # After auth, messages and the audit context: it signs out, says why and audits it with the client IP.
+    "apps.accounts.middleware.SessionIdleTimeoutMiddleware",
+    "apps.accounts.middleware.PermissionsPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -209,6 +212,11 @@ LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 15 * 60)
 PASSWORD_RESET_TIMEOUT = 60 * 60 * 24 * 3
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 12)
+# A browser session left alone this long is signed out (apps/accounts/middleware.py); 0 turns it off.
+# API tokens are not affected.
+PORTAL_SESSION_IDLE_MINUTES = env_int("PORTAL_SESSION_IDLE_MINUTES", 30)
+if PORTAL_SESSION_IDLE_MINUTES < 0:
+    raise ImproperlyConfigured("PORTAL_SESSION_IDLE_MINUTES must be 0 (off) or a positive number of minutes.")
 
 # --- Single sign-on (OpenID Connect; see apps/accounts/sso.py) -------------------------------------
 # SSO is on when an issuer and a client id are set. Endpoints are discovered from
@@ -254,8 +262,18 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"  # Lax, not Strict: links from e-mails and the SSO callback arrive signed in
+# No script reads the CSRF cookie (forms and htmx take the token from the page), so keep it from scripts too.
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
+# Sent by apps.accounts.middleware.PermissionsPolicyMiddleware: the portal uses no device or sensor.
+PORTAL_PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in (
+    "accelerometer", "autoplay", "camera", "display-capture", "geolocation", "gyroscope", "magnetometer",
+    "microphone", "midi", "payment", "usb", "browsing-topics"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
 
 # Everything is served from our own origin (agencies run air-gapped): no CDN, no inline scripts.
