@@ -221,7 +221,8 @@ class ProjectMembersViewSet(viewsets.GenericViewSet):
 
     def destroy(self, request, project_slug, username=None):
         project = self._project(Action.MANAGE_MEMBERS)
-        membership = self._membership(project, username or request.data.get("user"))
+        body_user = request.data.get("user") if hasattr(request.data, "get") else None  # a JSON list has none
+        membership = self._membership(project, username or body_user)
         try:
             services.remove_member(membership, actor=request.user)
         except DjangoValidationError as exc:

@@ -16,6 +16,7 @@ from apps.accounts.api import service_errors
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, can, require, token_allows
 from apps.core.api import job_accepted
+from apps.core.parsers import JSONParser
 from apps.datasets import services
 from apps.datasets.grid import GridQueryError
 from apps.datasets.models import Dataset, DatasetVersion, redact_profile
@@ -120,7 +121,8 @@ class DatasetViewSet(viewsets.GenericViewSet):
 
     serializer_class = DatasetSerializer
     lookup_field = "uuid"
-    parser_classes = [parsers.MultiPartParser, parsers.FormParser, parsers.JSONParser]
+    # The portal's JSON parser: DRF's own lets a deeply nested body overflow the stack (a 500).
+    parser_classes = [parsers.MultiPartParser, parsers.FormParser, JSONParser]
 
     def get_queryset(self):
         datasets = Dataset.objects.visible_to(self.request.user).select_related("project", "created_by")
@@ -313,6 +315,8 @@ class DatasetVersionViewSet(viewsets.GenericViewSet):
     def anonymise(self, request, dataset_uuid, number=None):
         """Start a job that writes an anonymised copy of this version as a new, derived version."""
         version = self._version(number)
+        if not hasattr(request.data, "get"):  # a JSON list: there is no plan to read
+            raise exceptions.ValidationError({"plan": ['Send a JSON object: {"plan": {"<column>": {…}}}.']})
         plan = request.data.get("plan")
         if not isinstance(plan, dict) or not all(isinstance(v, dict) for v in plan.values()):
             raise exceptions.ValidationError({"plan": ['Give {"<column>": {"method": "hash"}, …}.']})
@@ -338,7 +342,7 @@ class DatasetVersionViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def reveal(self, request, dataset_uuid, number=None):
         version = self._version(number)
-        column = request.data.get("column")
+        column = request.data.get("column") if hasattr(request.data, "get") else None
         if not isinstance(column, str) or not column:
             raise exceptions.ValidationError({"column": ["Name the PII column to reveal or hide."]})
         reveal = request.data.get("reveal", True)
