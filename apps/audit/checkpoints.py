@@ -11,7 +11,6 @@ For the best protection, ship the file off the host too (backups, log shipping):
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from pathlib import Path
@@ -49,7 +48,7 @@ def read() -> dict[int, str]:
         except (ValueError, KeyError, AttributeError):
             logger.warning("Audit checkpoint file %s line %s is unreadable; ignored", path, number)
             continue
-        if not hmac.compare_digest(str(mac), hashing.sign(entry)):
+        if not hashing.signed_by_known_key(entry, str(mac)):
             # Someone who can write the file cannot sign without the key: the line is not ours.
             logger.warning("Audit checkpoint file %s line %s has a bad signature; ignored", path, number)
             continue

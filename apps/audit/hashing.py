@@ -26,15 +26,27 @@ SEAL_ACTION = "audit.keyed_hashing_enabled"
 
 
 def audit_key() -> bytes:
-    """The chain key: PORTAL_AUDIT_KEY (setting or environment), else one derived from SECRET_KEY.
-
-    Changing it makes every keyed event fail verification, so it is set once, before migration 0003.
-    """
+    """The chain key new events are written with: PORTAL_AUDIT_KEY (setting or environment), else one
+    derived from SECRET_KEY. Set it before migration 0003; to rotate, move the old one to the fallbacks."""
     key = getattr(settings, "PORTAL_AUDIT_KEY", "") or os.environ.get("PORTAL_AUDIT_KEY", "")
-    if key:
-        return key.encode()
+    return key.encode() if key else _derived(settings.SECRET_KEY)
+
+
+def verification_keys() -> list[bytes]:
+    """The current key, then retired ones (PORTAL_AUDIT_KEY_FALLBACKS; with no PORTAL_AUDIT_KEY, keys derived
+    from SECRET_KEY_FALLBACKS), so events written before a rotation still verify."""
+    fallbacks = getattr(settings, "PORTAL_AUDIT_KEY_FALLBACKS", None)
+    if fallbacks is None:
+        fallbacks = [k for k in os.environ.get("PORTAL_AUDIT_KEY_FALLBACKS", "").split(",") if k.strip()]
+    keys = [audit_key(), *(k.strip().encode() for k in fallbacks)]
+    if not (getattr(settings, "PORTAL_AUDIT_KEY", "") or os.environ.get("PORTAL_AUDIT_KEY", "")):
+        keys += [_derived(old) for old in getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return keys
+
+
+def _derived(secret_key: str) -> bytes:
     # A derived key rather than SECRET_KEY itself, so an audit MAC never doubles as a Django signature.
-    return hmac.new(settings.SECRET_KEY.encode(), b"portal.audit.chain-key", hashlib.sha256).digest()
+    return hmac.new(secret_key.encode(), b"portal.audit.chain-key", hashlib.sha256).digest()
 
 
 def canonical(payload: dict) -> bytes:
@@ -62,14 +74,25 @@ def event_payload(*, sequence, created_at, actor_id, actor_label, action, object
     return payload
 
 
-def compute(hash_version: int, payload: dict) -> str:
+def compute(hash_version: int, payload: dict, key: bytes | None = None) -> str:
     if hash_version == PLAIN:
         return hashlib.sha256(canonical(payload)).hexdigest()
     if hash_version == KEYED:
-        return hmac.new(audit_key(), canonical(payload), hashlib.sha256).hexdigest()
+        return hmac.new(key or audit_key(), canonical(payload), hashlib.sha256).hexdigest()
     raise ValueError(f"unknown audit hash version {hash_version!r}")
 
 
-def sign(payload: dict) -> str:
+def matches(hash_version: int, payload: dict, expected: str) -> bool:
+    """Whether `expected` is the payload's hash under the current or a retired key."""
+    if hash_version == PLAIN:
+        return hmac.compare_digest(compute(PLAIN, payload), expected)
+    return any(hmac.compare_digest(compute(hash_version, payload, key), expected) for key in verification_keys())
+
+
+def sign(payload: dict, key: bytes | None = None) -> str:
     """A MAC over any JSON payload with the chain key (used for the checkpoints kept outside the database)."""
-    return hmac.new(audit_key(), canonical(payload), hashlib.sha256).hexdigest()
+    return hmac.new(key or audit_key(), canonical(payload), hashlib.sha256).hexdigest()
+
+
+def signed_by_known_key(payload: dict, mac: str) -> bool:
+    return any(hmac.compare_digest(sign(payload, key), mac) for key in verification_keys())

@@ -74,14 +74,21 @@ class AuditEvent(models.Model):
     def delete(self, *args, **kwargs):
         raise ValueError("Audit events are append-only; they cannot be deleted.")
 
-    def compute_hash(self) -> str:
-        """SHA-256 (version 1, older events) or HMAC-SHA256 with the audit key (version 2); see hashing."""
-        return hashing.compute(self.hash_version, hashing.event_payload(
+    def hash_payload(self) -> dict:
+        return hashing.event_payload(
             sequence=self.sequence, created_at=self.created_at, actor_id=self.actor_id,
             actor_label=self.actor_label, action=self.action, object_type=self.object_type,
             object_id=self.object_id, object_repr=self.object_repr, project_id=self.project_id,
             details=self.details, client_ip=self.client_ip, prev_hash=self.prev_hash,
-            hash_version=self.hash_version))
+            hash_version=self.hash_version)
+
+    def compute_hash(self) -> str:
+        """SHA-256 (version 1, older events) or HMAC-SHA256 with the audit key (version 2); see hashing."""
+        return hashing.compute(self.hash_version, self.hash_payload())
+
+    def hash_is_valid(self) -> bool:
+        """Whether `hash` matches, under the current audit key or a retired one (key rotation)."""
+        return hashing.matches(self.hash_version, self.hash_payload(), self.hash)
 
 
 class AuditChainHead(models.Model):

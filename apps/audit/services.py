@@ -187,7 +187,7 @@ def _event_problem(event, expected_sequence, expected_prev, keyed_seen, anchors)
         return f"unknown hash version {event.hash_version}"
     if event.hash_version == hashing.PLAIN and keyed_seen:
         return "event has an unkeyed hash but keyed hashing was already in use (forged or downgraded)"
-    if event.compute_hash() != event.hash:
+    if not event.hash_is_valid():
         return "event content does not match its hash"
     if anchors.get(event.sequence, event.hash) != event.hash:
         return "event differs from the signed checkpoint taken of it"

@@ -366,3 +366,22 @@ def test_a_seal_that_miscounts_the_unkeyed_events_is_refused(chain):
 def test_the_migration_writes_no_seal_on_an_empty_trail(db):
     _seal_with_migration()
     assert not AuditEvent.objects.exists()
+
+
+# --- Key rotation -------------------------------------------------------------------------------------
+
+
+def test_a_rotated_key_keeps_older_events_verifiable_through_the_fallbacks(db, settings, checkpoint_file):
+    settings.PORTAL_AUDIT_KEY = "the first key"
+    audit.record("test.step", details={"n": 1})
+    audit.checkpoint(verify_chain())
+
+    settings.PORTAL_AUDIT_KEY = "the second key"
+    settings.PORTAL_AUDIT_KEY_FALLBACKS = ["the first key"]
+    audit.record("test.step", details={"n": 2})
+    assert verify_chain().ok, "events and checkpoints signed with the retired key still verify"
+
+    settings.PORTAL_AUDIT_KEY_FALLBACKS = []
+    report = verify_chain()
+    assert (report.ok, report.first_bad) == (False, 1)
+    assert "does not match its hash" in report.reason
