@@ -741,3 +741,88 @@ def test_read_only_and_pure_helpers_write_nothing(qualname):
     """A helper listed as read-only must not grow a write: it would then need a case above."""
     source = inspect.getsource(_service_functions()[qualname])
     assert not WRITES.search(source), f"{qualname} now writes: give it a case, not an exemption"
+
+
+# --- Evidence, batch, export and monitoring-reference modules: a static net -----------------------------
+# Their real runs need a served model; the functions that record are found in the source, everything else
+# must be listed here with the reason it records nothing.
+
+JOB_WORK = "the job's own work: the start_... call that queued it recorded the decision (and the job's end)"
+EXPORT_PART = "one step of an export whose response is audited by record_export"
+
+MORE_MODULES = [
+    "apps.registry.evidence.baselines",
+    "apps.registry.evidence.explain",
+    "apps.registry.evidence.optimise",
+    "apps.registry.evidence.validation",
+    "apps.registry.evidence.predictor",
+    "apps.deployments.batch",
+    "apps.deployments.packaging",
+    "apps.deployments.export",
+    "apps.monitoring.reference",
+]
+
+MORE_NOT_AUDITED = {
+    "apps.registry.evidence.baselines.baselines_problem": READ_ONLY,
+    "apps.registry.evidence.baselines.baselines_state": READ_ONLY,
+    "apps.registry.evidence.baselines.latest_baselines_job": READ_ONLY,
+    "apps.registry.evidence.explain.explain_problem": READ_ONLY,
+    "apps.registry.evidence.explain.scorer_baseline": PURE,
+    "apps.registry.evidence.explain.training_frame": READ_ONLY,
+    "apps.registry.evidence.optimise.optimise_problem": READ_ONLY,
+    "apps.registry.evidence.optimise.optimise_version": JOB_WORK + " (model.optimised, in its helper)",
+    "apps.registry.evidence.validation.expected_schema": READ_ONLY,
+    "apps.registry.evidence.predictor.clear_cache": "empties this process's model cache; no stored state",
+    "apps.registry.evidence.predictor.convert_inputs": PURE,
+    "apps.registry.evidence.predictor.frame_for": PURE,
+    "apps.registry.evidence.predictor.input_columns": PURE,
+    "apps.registry.evidence.predictor.load_predictor": "loads a model into this process's cache; no stored state",
+    "apps.registry.evidence.predictor.raw_model": PURE,
+    "apps.registry.evidence.predictor.reference_values": READ_ONLY,
+    "apps.registry.evidence.predictor.score_rows": PURE,
+    "apps.deployments.batch.chunk_rows": PURE,
+    "apps.deployments.batch.dataset_versions_for": READ_ONLY,
+    "apps.deployments.batch.log_rows": "prediction log rows (operational data, like any served prediction)",
+    "apps.deployments.batch.prediction_columns": PURE,
+    "apps.deployments.batch.prepare": JOB_WORK,
+    "apps.deployments.batch.score_chunk": JOB_WORK,
+    "apps.deployments.batch.serving_model": "loads a model into this worker's cache; no stored state",
+    "apps.deployments.packaging.carries_pickle": READ_ONLY,
+    "apps.deployments.packaging.dockerfile": PURE,
+    "apps.deployments.packaging.package_name": PURE,
+    "apps.deployments.packaging.readme": PURE,
+    "apps.deployments.packaging.refusal": READ_ONLY,
+    "apps.deployments.packaging.requirements": PURE,
+    "apps.deployments.export.csv_chunks": EXPORT_PART,
+    "apps.deployments.export.csv_response": EXPORT_PART,
+    "apps.deployments.export.lines": EXPORT_PART,
+    "apps.deployments.export.parquet_response": EXPORT_PART,
+    "apps.deployments.export.plan": EXPORT_PART,
+    "apps.deployments.export.respond": "calls record_export for every export it answers",
+    "apps.deployments.export.used_filters": PURE,
+    "apps.deployments.export.write_parquet": EXPORT_PART,
+    "apps.monitoring.reference.build": "the drift reference job's work: derived statistics, no decision",
+    "apps.monitoring.reference.compute": "the drift reference job: derived statistics, no decision",
+    "apps.monitoring.reference.dataset_for": READ_ONLY,
+    "apps.monitoring.reference.profile_for": "reads the drift reference, queueing its (derived) computation once",
+    "apps.monitoring.reference.scalar_predictions": PURE,
+    "apps.monitoring.reference.settings_for": "read, or create the defaults row on first read (no decision)",
+}
+
+
+def test_every_evidence_batch_and_export_function_records_or_says_why_not():
+    unlisted, listed_but_recording = [], []
+    for name in MORE_MODULES:
+        module = importlib.import_module(name)
+        for attr, func in inspect.getmembers(module, inspect.isfunction):
+            if func.__module__ != name or attr.startswith("_"):
+                continue
+            qualname = f"{name}.{attr}"
+            records = "record(" in inspect.getsource(func)
+            if not records and qualname not in MORE_NOT_AUDITED:
+                unlisted.append(qualname)
+            if records and qualname in MORE_NOT_AUDITED:
+                listed_but_recording.append(qualname)
+    assert not unlisted, f"these change nothing worth auditing? list them with a reason, or record: {unlisted}"
+    assert not listed_but_recording, f"these record now; drop them from MORE_NOT_AUDITED: {listed_but_recording}"
+
