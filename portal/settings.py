@@ -251,6 +251,14 @@ if PORTAL_LOCAL_LOGIN == "off" and not SSO_ENABLED:
 # Only honour X-Forwarded-For when a trusted proxy (the production gunicorn behind nginx) sets it.
 USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
 
+# --- Audit trail (apps/audit/hashing.py, checkpoints.py) ------------------------------------------------
+# New events are HMAC-signed with this key, which the database never holds (unset: a key derived from
+# SECRET_KEY). Set it before migrating to audit 0003; to rotate, move the old key to the fallbacks.
+PORTAL_AUDIT_KEY = env_str("PORTAL_AUDIT_KEY", "")
+PORTAL_AUDIT_KEY_FALLBACKS = env_list("PORTAL_AUDIT_KEY_FALLBACKS", [])
+# Signed checkpoints of the verified chain head, outside the database (ship it off the host with the logs).
+PORTAL_AUDIT_CHECKPOINT_FILE = env_str("PORTAL_AUDIT_CHECKPOINT_FILE", str(VAR_DIR / "audit" / "checkpoints.jsonl"))
+
 # --- Security (secure by default outside DEBUG; `manage.py check --deploy` stays quiet) --------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks speak plain HTTP inside the network

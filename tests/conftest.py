@@ -28,6 +28,12 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _own_audit_checkpoints(settings, tmp_path):
+    # Checkpoints name a chain head that must still exist; a test database starts a new chain every test.
+    settings.PORTAL_AUDIT_CHECKPOINT_FILE = str(tmp_path / "audit-checkpoints.jsonl")
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     # Lockout counters and throttles live in the cache; no test may inherit another's.
     cache.clear()

@@ -25,8 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def checkpoint_file() -> Path:
-    configured = getattr(settings, "PORTAL_AUDIT_CHECKPOINT_FILE", "")
-    return Path(configured) if configured else Path(settings.VAR_DIR) / "audit" / "checkpoints.jsonl"
+    return Path(settings.PORTAL_AUDIT_CHECKPOINT_FILE)
 
 
 def database_label() -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 
 from django.conf import settings
 
@@ -26,20 +25,17 @@ SEAL_ACTION = "audit.keyed_hashing_enabled"
 
 
 def audit_key() -> bytes:
-    """The chain key new events are written with: PORTAL_AUDIT_KEY (setting or environment), else one
-    derived from SECRET_KEY. Set it before migration 0003; to rotate, move the old one to the fallbacks."""
-    key = getattr(settings, "PORTAL_AUDIT_KEY", "") or os.environ.get("PORTAL_AUDIT_KEY", "")
+    """The chain key new events are written with: PORTAL_AUDIT_KEY, else one derived from SECRET_KEY.
+    Set it before migration 0003; to rotate, move the old one to the fallbacks."""
+    key = settings.PORTAL_AUDIT_KEY
     return key.encode() if key else _derived(settings.SECRET_KEY)
 
 
 def verification_keys() -> list[bytes]:
     """The current key, then retired ones (PORTAL_AUDIT_KEY_FALLBACKS; with no PORTAL_AUDIT_KEY, keys derived
     from SECRET_KEY_FALLBACKS), so events written before a rotation still verify."""
-    fallbacks = getattr(settings, "PORTAL_AUDIT_KEY_FALLBACKS", None)
-    if fallbacks is None:
-        fallbacks = [k for k in os.environ.get("PORTAL_AUDIT_KEY_FALLBACKS", "").split(",") if k.strip()]
-    keys = [audit_key(), *(k.strip().encode() for k in fallbacks)]
-    if not (getattr(settings, "PORTAL_AUDIT_KEY", "") or os.environ.get("PORTAL_AUDIT_KEY", "")):
+    keys = [audit_key(), *(k.strip().encode() for k in settings.PORTAL_AUDIT_KEY_FALLBACKS)]
+    if not settings.PORTAL_AUDIT_KEY:
         keys += [_derived(old) for old in getattr(settings, "SECRET_KEY_FALLBACKS", [])]
     return keys
 
