@@ -70,6 +70,9 @@ if not DEBUG and not os.environ.get("SECRET_KEY"):
     raise ImproperlyConfigured("Set the environment variable SECRET_KEY (production), "
                                "or DEBUG=1 to use the development key.")
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY)
+# Previous keys, still accepted for what they signed (sessions, links, and the audit key derived from them), so a
+# rotation need not sign everybody out at once; drop them once their sessions have expired.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

@@ -385,3 +385,18 @@ def test_a_rotated_key_keeps_older_events_verifiable_through_the_fallbacks(db, s
     report = verify_chain()
     assert (report.ok, report.first_bad) == (False, 1)
     assert "does not match its hash" in report.reason
+
+
+def test_a_secret_key_rotation_keeps_the_derived_audit_key_through_secret_key_fallbacks(db, settings):
+    """Without PORTAL_AUDIT_KEY the chain key is derived from SECRET_KEY: rotating that key the Django way
+    (the old one in SECRET_KEY_FALLBACKS) must not make the trail look tampered with."""
+    settings.PORTAL_AUDIT_KEY = ""
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the old secret key " * 3, []
+    audit.record("test.step", details={"n": 1})
+
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the new secret key " * 3, ["the old secret key " * 3]
+    audit.record("test.step", details={"n": 2})
+    assert verify_chain().ok
+
+    settings.SECRET_KEY_FALLBACKS = []
+    assert not verify_chain().ok, "dropping the old key while it still signs events breaks verification"
