@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -251,3 +252,14 @@ def test_api_tokens_are_not_subject_to_the_idle_timeout(people, api_as, settings
     api.force_login(people["viewer"])
     _idle(api, 90)
     assert api.get("/api/v1/projects/").status_code == 200
+
+
+# --- docs/security.md ------------------------------------------------------------------------------------
+
+
+def test_every_test_the_security_document_points_to_exists():
+    text = (ROOT / "docs/security.md").read_text(encoding="utf-8")
+    pointers = set(re.findall(r"`(tests/[\w/.]+)`", text))
+    assert len(pointers) > 20
+    missing = sorted(p for p in pointers if not (ROOT / p).exists())
+    assert not missing, f"docs/security.md points to tests that do not exist: {missing}"
