@@ -16,7 +16,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from apps.audit import services as audit
+from apps.accounts import services
 
 #: Session key holding the time (epoch seconds) of the last request seen from this session.
 LAST_SEEN_KEY = "portal_last_seen"
@@ -49,8 +49,8 @@ class SessionIdleTimeoutMiddleware:
 
     def _sign_out(self, request, user, minutes: int, idle_seconds: float):
         # Not django.contrib.auth.logout(): its signal would record a second auth.logout without the reason.
-        audit.record("auth.logout", actor=user, obj=user,
-                     details={"reason": "idle", "idle_minutes": int(idle_seconds // 60), "limit_minutes": minutes})
+        services.record_logout(user, request, reason="idle", idle_minutes=int(idle_seconds // 60),
+                               limit_minutes=minutes)
         request.session.flush()
         request.user = AnonymousUser()
         if request.path.startswith("/api/"):

@@ -91,8 +91,10 @@ def local_login_refusal(user=None) -> str | None:
     return None
 
 
-def record_logout(user, request) -> None:
-    audit.record("auth.logout", actor=user, obj=user)
+def record_logout(user, request, *, reason: str = "", **details) -> None:
+    """A sign-out: by the person (no reason), or by the portal (e.g. reason "idle", with the minutes)."""
+    audit.record("auth.logout", actor=user, obj=user,
+                 details={"reason": reason, **details} if reason else None)
 
 
 # --- Projects and memberships -----------------------------------------------------------------------
