@@ -308,6 +308,8 @@ class DeploymentViewSet(viewsets.GenericViewSet):
     def partial_update(self, request, slug=None):
         """Promote a new champion, set or remove a challenger, change limits, stop or resume."""
         deployment = self._get(slug)
+        if not can(request.user, Action.DEPLOY, deployment):  # before anything: an empty PATCH was a viewer's 200
+            raise exceptions.PermissionDenied("Your role in this project cannot change deployments.")
         body = DeploymentUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
