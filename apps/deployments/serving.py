@@ -45,13 +45,16 @@ class Caller:
     token_deployment_id: int | None = None
 
     def may_call(self, route: Route) -> bool:
+        return self.may_reach(route.project, route.deployment_id)
+
+    def may_reach(self, project, deployment_id: int) -> bool:
         from apps.accounts.permissions import Action, can
 
-        if self.token_project_id is not None and self.token_project_id != route.project.pk:
+        if self.token_project_id is not None and self.token_project_id != project.pk:
             return False
-        if self.token_deployment_id is not None and self.token_deployment_id != route.deployment_id:
+        if self.token_deployment_id is not None and self.token_deployment_id != deployment_id:
             return False
-        return can(self.user, Action.PREDICT, route.project)
+        return can(self.user, Action.PREDICT, project)
 
 
 class AuthFailed(Exception):
@@ -270,8 +273,9 @@ def _load_in_background(state: _RouteState, row) -> None:
     threading.Thread(target=work, name=f"load-{row.slug}", daemon=True).start()
 
 
-def route_for(slug: str) -> Route | None:
-    """The deployment's routing as this process serves it (None: no such deployment)."""
+def route_for(slug: str, caller: Caller | None = None) -> Route | None:
+    """The deployment's routing as this process serves it (None: no such deployment, or `caller` may not call it:
+    checked before any model is loaded, so nobody outside the project can make this process load one)."""
     state = _routes.get(slug)
     now = time.monotonic()
     if state is not None and state.current is not None and now - state.checked_at < _ttl():
@@ -283,6 +287,8 @@ def route_for(slug: str) -> Route | None:
     if row is None:
         with _routes_lock:
             _routes.pop(slug, None)
+        return None
+    if caller is not None and not caller.may_reach(row.project, row.pk):
         return None
     with state.lock:
         state.checked_at = now
@@ -444,7 +450,12 @@ def invoke(request, slug: str) -> Answer:
         caller = authenticate(request)
     except AuthFailed as exc:
         return _error(401, str(exc), WWW_Authenticate="Token")
-    route = route_for(slug)
+    try:
+        route = route_for(slug, caller)
+    except Exception:  # e.g. the champion's artifact is missing from the store: the process stays up
+        logger.exception("deployment %s could not load its model", slug)
+        return _error(503, "The deployment's model could not be loaded. The operators have been told in the logs; "
+                           "try again later.", Retry_After="30")
     if route is None or not caller.may_call(route):
         return _error(404, "No such deployment, or this token may not call it.")
     if not route.active:

@@ -156,6 +156,27 @@ def test_who_may_call(people, project, other_project, deployment, api_as, rows):
     assert post(api_as(people["viewer"], project=project), deployment, split(rows)).status_code == 200
 
 
+def test_an_outsider_cannot_make_the_process_load_a_model(people, deployment, api_as, rows):
+    serving.forget_all()
+    serving._models.clear()
+    assert post(api_as(people["outsider"]), deployment, split(rows)).status_code == 404
+    assert not serving._models, "the model was loaded for someone who may not call it"
+    assert post(api_as(people["viewer"]), deployment, split(rows)).status_code == 200
+    assert serving._models
+
+
+def test_a_champion_whose_artifact_is_missing_answers_503_and_the_process_stays_up(people, deployment, version,
+                                                                                   api_as, rows):
+    from apps.registry.models import ModelVersion
+
+    serving.forget_all()
+    serving._models.clear()
+    ModelVersion.objects.filter(pk=version.pk).update(mlflow_model_uri="models:/portal.no-such-model/1")
+    response = post(api_as(people["viewer"]), deployment, split(rows))
+    assert response.status_code == 503 and response["Retry-After"] == "30"
+    assert "could not be loaded" in response.json()["detail"]
+
+
 def test_a_revoked_token_stops_at_once(people, deployment, rows, django_capture_on_commit_callbacks):
     token, key = account_services.create_token(actor=people["viewer"], name="app")
     client = Client(HTTP_AUTHORIZATION=f"Token {key}")

@@ -201,8 +201,6 @@ OBJECT_ROUTES = [(r, p) for r, p in ROUTES if _project_object_route(r)]
 @pytest.mark.parametrize("method", ["get", "post"])
 @pytest.mark.parametrize(("route", "pattern"), OBJECT_ROUTES, ids=[_shape(r) for r, _ in OBJECT_ROUTES])
 def test_an_outsider_gets_404_for_this_projects_objects(route, pattern, method, matrix, people, api_as, client_as):
-    if "invocations" in route and method == "post":
-        pytest.xfail("serving loads the model before refusing an outsider (a 500 when the artifact is missing)")
     url = fill(route, matrix)
     client = api_as(people["outsider"]) if _is_api(route) else client_as(people["outsider"])
     response = getattr(client, method)(url)
