@@ -163,3 +163,29 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     except subprocess.TimeoutExpired:
         worker.kill()
     log.close()
+
+
+# --- Single sign-on: a real OpenID Connect provider on loopback (oidc-provider-mock) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def oidc_provider():
+    """A real OIDC provider for the whole module; its users are set per test with PUT /users/<sub>."""
+    from oidc_provider_mock import run_server_in_thread
+
+    with run_server_in_thread() as server:
+        yield f"http://localhost:{server.server_port}"
+
+
+@pytest.fixture
+def sso_on(settings, oidc_provider):
+    """The portal configured for that provider ("Agency ID"); yields the provider's address."""
+    from apps.accounts import sso
+
+    settings.OIDC_ISSUER = oidc_provider
+    settings.OIDC_RP_CLIENT_ID = "portal"
+    settings.OIDC_RP_CLIENT_SECRET = "portal-secret"
+    settings.OIDC_PROVIDER_NAME = "Agency ID"
+    sso.forget_provider_config()
+    yield oidc_provider
+    sso.forget_provider_config()

@@ -14,10 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from django.test import Client
-from oidc_provider_mock import run_server_in_thread
 from rest_framework.test import APIClient
 
-from apps.accounts import sso, sso_services
+from apps.accounts import sso_services
 from apps.accounts.models import GroupMapping, Membership, User
 from apps.audit.models import AuditEvent
 from tests.conftest import PASSWORD, ROOT
@@ -25,24 +24,6 @@ from tests.conftest import PASSWORD, ROOT
 LOGIN = "/accounts/login/"
 API = "/api/v1/sso/group-mappings/"
 PAGE = "/sso/group-mappings/"
-
-
-@pytest.fixture(scope="module")
-def provider():
-    """A real OIDC provider on loopback for the whole module (its users are set per test by PUT /users/<sub>)."""
-    with run_server_in_thread() as server:
-        yield f"http://localhost:{server.server_port}"
-
-
-@pytest.fixture
-def sso_on(settings, provider):
-    settings.OIDC_ISSUER = provider
-    settings.OIDC_RP_CLIENT_ID = "portal"
-    settings.OIDC_RP_CLIENT_SECRET = "portal-secret"
-    settings.OIDC_PROVIDER_NAME = "Agency ID"
-    sso.forget_provider_config()
-    yield provider
-    sso.forget_provider_config()
 
 
 def text_of(response) -> str:

@@ -96,7 +96,8 @@ def test_packet_lists_every_decision_with_comment_time_requester_and_checklist(p
 
     # The table of contents lists the sections in order.
     toc = html[html.index('id="toc-heading"'):html.index("</nav>")]
-    assert re.findall(r'href="#section-([\w-]+)"', toc) == ["card", "lineage", "validation", "baselines", "approvals", "audit"]
+    assert re.findall(r'href="#section-([\w-]+)"', toc) == [
+        "card", "lineage", "validation", "baselines", "approvals", "audit"]
 
 
 def test_packet_lists_the_models_audit_events_and_an_intact_chain(people, version, approved, client_as):

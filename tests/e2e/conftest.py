@@ -13,6 +13,7 @@ a `securitypolicyviolation` event or a console message, fails the test at teardo
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -175,3 +176,21 @@ def portal(browser, live_server, axe_source):
 def screenshot_dir() -> Path:
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     return SCREENSHOT_DIR
+
+
+DEMO_PASSWORD = "portal-demo-2026"
+
+
+@pytest.fixture
+def demo_week(jobs_stay_in_process, settings, tmp_path, monkeypatch):
+    """The demo as `make demo` and `make demo-traffic` leave it (a week of traffic with a drift, outcomes, the
+    drift alert and the retrained challenger awaiting approval); returns the commands' output."""
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path / "var"
+    settings.REDIS_URL = ""
+    monkeypatch.setenv("DEMO_PASSWORD", DEMO_PASSWORD)
+    out = io.StringIO()
+    for command in ("load_demo", "load_demo_models", "load_demo_approvals", "load_demo_deployments", "demo_traffic"):
+        call_command(command, stdout=out)
+    return out.getvalue()

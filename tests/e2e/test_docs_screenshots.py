@@ -7,12 +7,10 @@ then photographed into docs/images/. The test fails when a doc references a scre
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from PIL import Image
 from playwright.sync_api import expect
 
@@ -22,11 +20,11 @@ from apps.monitoring.models import Alert
 from apps.registry.evidence import baselines
 from apps.registry.models import RegisteredModel
 from apps.registry.tasks import compare_baselines_task
+from tests.e2e.conftest import DEMO_PASSWORD
 from tests.e2e.test_approvals_journey import _sign_out
 
 pytestmark = pytest.mark.e2e
 
-DEMO_PASSWORD = "portal-demo-2026"
 SLUG = "churn-risk-staging"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 IMAGES = DOCS / "images"
@@ -35,17 +33,6 @@ TALLEST = 1500  # px kept of a long page: the part a reader needs, not a 6,000 p
 MAX_BYTES = 250_000
 # A first-run tour panel would cover the page in every shot; it is hidden for the photo, not dismissed for good.
 HIDE_TOUR = "#tour { display: none !important; }"
-
-
-@pytest.fixture
-def demo_week(jobs_stay_in_process, settings, tmp_path, monkeypatch):
-    settings.VAR_DIR = tmp_path / "var"
-    settings.REDIS_URL = ""
-    monkeypatch.setenv("DEMO_PASSWORD", DEMO_PASSWORD)
-    out = io.StringIO()
-    for command in ("load_demo", "load_demo_models", "load_demo_approvals", "load_demo_deployments", "demo_traffic"):
-        call_command(command, stdout=out)
-    return out.getvalue()
 
 
 class Camera:

@@ -7,31 +7,18 @@ approver finds it in the queue with the comparison as evidence. Every page is ch
 
 from __future__ import annotations
 
-import io
 import re
 
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import expect
 
 from apps.monitoring.models import Alert, RetrainingRun
+from tests.e2e.conftest import DEMO_PASSWORD
 from tests.e2e.test_approvals_journey import _sign_out
 
 pytestmark = pytest.mark.e2e
 
-DEMO_PASSWORD = "portal-demo-2026"
 SLUG = "churn-risk-staging"
-
-
-@pytest.fixture
-def demo_week(jobs_stay_in_process, settings, tmp_path, monkeypatch):
-    settings.VAR_DIR = tmp_path / "var"
-    settings.REDIS_URL = ""
-    monkeypatch.setenv("DEMO_PASSWORD", DEMO_PASSWORD)
-    out = io.StringIO()
-    for command in ("load_demo", "load_demo_models", "load_demo_approvals", "load_demo_deployments", "demo_traffic"):
-        call_command(command, stdout=out)
-    return out.getvalue()
 
 
 def test_a_drifting_week_turns_the_operations_center_amber_and_ends_in_a_challenger_awaiting_approval(
