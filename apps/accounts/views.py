@@ -27,6 +27,7 @@ from apps.accounts.forms import (
 from apps.accounts.models import ApiToken, GroupMapping, Membership, Notification, Project
 from apps.accounts.notifications import is_portal_path
 from apps.accounts.permissions import Action, may_manage_sso, require, shares_project_with
+from apps.core.views import form_errors_from
 
 User = get_user_model()
 
@@ -39,11 +40,6 @@ class PortalLoginView(LoginView):
     def get_context_data(self, **kwargs):
         return {**super().get_context_data(**kwargs), "sso_enabled": sso.enabled(),
                 "sso_provider": settings.OIDC_PROVIDER_NAME, "local_login": settings.PORTAL_LOCAL_LOGIN}
-
-
-def _form_errors_from(exc: ValidationError, form) -> None:
-    for field, errors in exc.message_dict.items():
-        form.add_error(field if field in form.fields else None, errors)
 
 
 @login_required
@@ -62,7 +58,7 @@ def project_create(request):
         try:
             project = services.create_project(actor=request.user, **form.cleaned_data)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, f"Project “{project.name}” created. Add its first admin below.")
             return redirect("project-members", slug=project.slug)
@@ -110,7 +106,7 @@ def members(request, slug):
                 messages.success(request, f"Invitation sent to {membership.user.email} "
                                           f"(username {membership.user.username}).")
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             return redirect("project-members", slug=project.slug)
     memberships = project.memberships.select_related("user").order_by("user__username")
@@ -197,7 +193,7 @@ def tokens(request):
         try:
             token, new_key = services.create_token(actor=request.user, **form.cleaned_data)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, f"Token “{token.name}” created. Copy it now: it will not be shown again.")
             form = TokenForm(user=request.user)
@@ -267,7 +263,7 @@ def sso_mappings(request):
         try:
             mapping = sso_services.create_group_mapping(actor=request.user, **form.cleaned_data)
         except ValidationError as exc:
-            _form_errors_from(exc, form)
+            form_errors_from(exc, form)
         else:
             messages.success(request, f"Members of “{mapping.group}” will be {mapping.get_role_display()} in "
                                       f"{mapping.project.name} from their next sign-in.")

@@ -1,9 +1,11 @@
-"""My jobs page, the job progress fragment (polled by htmx), and error pages that answer JSON under /api/."""
+"""My jobs page, the job progress fragment (polled by htmx), error pages that answer JSON under /api/, and the
+helpers every app's views share."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,6 +13,12 @@ from django.views.decorators.http import require_POST
 
 from apps.core import services
 from apps.core.models import Job
+
+
+def form_errors_from(exc: ValidationError, form) -> None:
+    """A service's ValidationError shown on the form: next to the field it names, else above the form."""
+    for field, errors in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
 
 
 def redirect_after_post(request, url: str) -> HttpResponse:

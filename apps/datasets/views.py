@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, can, require
 from apps.core import storage
-from apps.core.views import redirect_after_post
+from apps.core.views import form_errors_from, redirect_after_post
 from apps.datasets import charts, grid, services
 from apps.datasets.forms import UploadForm
 from apps.datasets.grid import GridQueryError, read_page
@@ -28,8 +28,7 @@ def _upload(request, project: Project, form: UploadForm, dataset: Dataset | None
                                            description=form.cleaned_data["description"])
         dataset = version.dataset
     except ValidationError as exc:
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
+        form_errors_from(exc, form)
         return None
     if created:
         messages.success(request, f"Uploaded {dataset.name} v{version.number}. Profiling has started.")

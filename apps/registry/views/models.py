@@ -12,6 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, can, require
+from apps.core.views import form_errors_from
 from apps.registry import compare, services
 from apps.registry.forms import ModelDetailsForm
 from apps.registry.models import RegisteredModel
@@ -86,8 +87,7 @@ def model_edit(request, model_slug):
         try:
             services.update_model(model, actor=request.user, **form.cleaned_data)
         except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, errors)
+            form_errors_from(exc, form)
         else:
             messages.success(request, f"{model.name}: details saved.")
             return redirect(back) if back else redirect("model-detail", model.slug)

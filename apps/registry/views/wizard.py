@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.models import Project
 from apps.accounts.permissions import Action, require
 from apps.core import storage
-from apps.core.views import redirect_after_post
+from apps.core.views import form_errors_from, redirect_after_post
 from apps.datasets.services import upload_too_large
 from apps.registry import services
 from apps.registry.formats import FORMAT_NAMES, ModelFileError, check_claim
@@ -232,8 +232,7 @@ def _check(form, validate) -> bool:
     try:
         validate()
     except ValidationError as exc:
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
+        form_errors_from(exc, form)
         return False
     return True
 
