@@ -119,17 +119,23 @@ def optimise(request, model_slug: str, number: int):
                    "Checking the ONNX conversion…", "optimisation")
 
 
+def _register(request, model_slug: str, number: int, register, what: str, anchor: str):
+    """Register something derived from this version as a new version: on to its card, or back with the reason."""
+    version = _version_for(request, model_slug, number)
+    try:
+        created = register(version)
+    except ValidationError as exc:
+        messages.error(request, _message_of(exc))
+        return redirect(_card_url(version, anchor))
+    messages.success(request, f"Registering {what} as v{created.number}…")
+    return redirect(_card_url(created))
+
+
 @login_required
 @require_POST
 def register_onnx(request, model_slug: str, number: int):
-    version = _version_for(request, model_slug, number)
-    try:
-        variant = evidence.register_onnx_variant(version, actor=request.user)
-    except ValidationError as exc:
-        messages.error(request, _message_of(exc))
-        return redirect(_card_url(version, "optimisation"))
-    messages.success(request, f"Registering the ONNX variant as v{variant.number}…")
-    return redirect(_card_url(variant))
+    return _register(request, model_slug, number, lambda v: evidence.register_onnx_variant(v, actor=request.user),
+                     "the ONNX variant", "optimisation")
 
 
 @login_required
@@ -142,14 +148,8 @@ def compare_baselines(request, model_slug: str, number: int):
 @login_required
 @require_POST
 def register_baseline(request, model_slug: str, number: int):
-    version = _version_for(request, model_slug, number)
-    try:
-        baseline = baselines.register_baseline(version, actor=request.user)
-    except ValidationError as exc:
-        messages.error(request, _message_of(exc))
-        return redirect(_card_url(version, "baselines"))
-    messages.success(request, f"Registering the baseline as v{baseline.number}…")
-    return redirect(_card_url(baseline))
+    return _register(request, model_slug, number, lambda v: baselines.register_baseline(v, actor=request.user),
+                     "the baseline", "baselines")
 
 
 @login_required
