@@ -380,6 +380,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 60 * 60,
     },
 }
+# Jobs (apps/core/services.py): a job whose worker process died this many times is failed, not run again;
+# a queued job the broker never started is sent again after this many minutes (at once if it was never sent).
+PORTAL_JOB_MAX_ATTEMPTS = env_int("PORTAL_JOB_MAX_ATTEMPTS", 3)
+PORTAL_JOB_REQUEUE_MINUTES = env_int("PORTAL_JOB_REQUEUE_MINUTES", 15)
+if PORTAL_JOB_MAX_ATTEMPTS <= 0 or PORTAL_JOB_REQUEUE_MINUTES <= 0:
+    raise ImproperlyConfigured("PORTAL_JOB_MAX_ATTEMPTS and PORTAL_JOB_REQUEUE_MINUTES must be positive numbers.")
+CELERY_BEAT_SCHEDULE["requeue-stalled-jobs"] = {"task": "apps.core.tasks.requeue_stalled_jobs_task", "schedule": 60}
 # New versions of followed MLflow models (RegisteredModel.follow_mlflow_name); 0 turns the sync off.
 PORTAL_MLFLOW_SYNC_MINUTES = env_int("PORTAL_MLFLOW_SYNC_MINUTES", 15)
 if PORTAL_MLFLOW_SYNC_MINUTES > 0:
