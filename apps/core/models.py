@@ -45,6 +45,13 @@ class Job(models.Model):
     project = models.ForeignKey(
         "accounts.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
     )
+    # Delivery bookkeeping, so a job survives a broker outage or a killed worker (services.requeue_stalled_jobs):
+    # the Celery task that runs it, when it was last handed to the broker (null: never, e.g. the broker was
+    # down), how many times a worker has started it, and which worker node did so last.
+    task = models.CharField(max_length=200, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

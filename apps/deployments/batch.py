@@ -136,7 +136,7 @@ def start_batch(deployment: Deployment, *, actor, uploaded=None, dataset_version
                                   params={"deployment": deployment.slug, "format": fmt,
                                           "keep_extra": keep_extra_columns, "omit": omit,
                                           "chunk_rows": chunk_rows()},
-                                  enqueue=lambda job_id: prepare_batch_task.delay(job_id))
+                                  enqueue=prepare_batch_task)
             run = BatchRun.objects.create(
                 deployment=deployment, model_version=champion, job=job, source_name=source_name,
                 dataset_version=dataset_version, input_file=stored.name if stored else "",

@@ -61,7 +61,7 @@ def _start(dataset, version, *, project) -> ReferenceProfile | None:
             profile = ReferenceProfile.objects.create(dataset_version=dataset, model_version=version)
             profile.job = create_job("reference_profile", actor=None, project=project,
                                      params={"profile": profile.pk},
-                                     enqueue=lambda job_id: reference_profile_task.delay(job_id))
+                                     enqueue=reference_profile_task)
             profile.save(update_fields=["job"])
     except IntegrityError:  # another process started it first
         return ReferenceProfile.objects.filter(dataset_version=dataset, model_version=version).first()

@@ -110,7 +110,7 @@ def start_retraining(deployment: Deployment, *, actor, trigger: str = "manual", 
             return current
         job = jobs.create_job("retrain", actor=actor, project=deployment.project,
                               params={"deployment": deployment.slug, "trigger": trigger},
-                              enqueue=lambda job_id: retrain_task.delay(job_id))
+                              enqueue=retrain_task)
         run = RetrainingRun.objects.create(deployment=deployment, base_version=champion, job=job, trigger=trigger,
                                            alert=alert, created_by=actor)
         audit.record("retraining.started", actor=actor, actor_label="" if actor else f"retraining ({trigger})",

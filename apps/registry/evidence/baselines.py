@@ -65,7 +65,7 @@ def start_baselines(version: ModelVersion, *, actor) -> Job:
 
     with transaction.atomic():
         job = jobs.create_job(JOB_KIND, actor=actor, project=version.project, params={"version": str(version.uuid)},
-                              enqueue=lambda job_id: compare_baselines_task.delay(job_id))
+                              enqueue=compare_baselines_task)
         audit.record("model.baselines_started", actor=actor, obj=version, details={"version": version.number})
     return job
 

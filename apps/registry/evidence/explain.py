@@ -86,7 +86,7 @@ def start_explain(version: ModelVersion, *, actor) -> Job:
     with transaction.atomic():
         job = jobs.create_job("explain_model", actor=actor, project=version.project,
                               params={"version": str(version.uuid)},
-                              enqueue=lambda job_id: explain_version_task.delay(job_id))
+                              enqueue=explain_version_task)
         audit.record("model.explain_started", actor=actor, obj=version, details={"version": version.number})
     return job
 

@@ -51,7 +51,7 @@ def start_optimisation(version: ModelVersion, *, actor) -> Job:
     with transaction.atomic():
         job = jobs.create_job("optimise_model", actor=actor, project=version.project,
                               params={"version": str(version.uuid)},
-                              enqueue=lambda job_id: optimise_version_task.delay(job_id))
+                              enqueue=optimise_version_task)
         audit.record("model.optimise_started", actor=actor, obj=version, details={"version": version.number})
     return job
 

@@ -54,7 +54,7 @@ def start_validation(version: ModelVersion, dataset_version, *, actor) -> ModelV
                                                     created_by=actor)
         validation.job = jobs.create_job("validate_model", actor=actor, project=version.project,
                                          params={"validation": str(validation.uuid), "version": str(version.uuid)},
-                                         enqueue=lambda job_id: validate_version_task.delay(job_id))
+                                         enqueue=validate_version_task)
         validation.save(update_fields=["job"])
         audit.record("model.validation_started", actor=actor, obj=version,
                      details={"version": version.number, "dataset_version": str(dataset_version.uuid),
