@@ -327,7 +327,7 @@ class UserViewSet(viewsets.GenericViewSet):
 
 class NotificationSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
-    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     unread = serializers.SerializerMethodField()
 
     class Meta:

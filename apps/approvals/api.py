@@ -66,7 +66,7 @@ class ApprovalSerializer(serializers.ModelSerializer):
     project = serializers.SerializerMethodField()
     environment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     model_version = serializers.SerializerMethodField()
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     decisions = DecisionSerializer(many=True, read_only=True)
     approvals = serializers.SerializerMethodField()
     artifact_matches = serializers.SerializerMethodField()

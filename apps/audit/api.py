@@ -15,7 +15,7 @@ from apps.audit.services import filter_events, verify_chain
 class AuditEventSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     actor = serializers.CharField(source="actor_label", read_only=True)
-    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)  # site-wide events
     object = serializers.CharField(source="object_repr", read_only=True)
 
     class Meta:

@@ -41,7 +41,10 @@ class DeploymentSerializer(serializers.ModelSerializer):
     champion = serializers.SerializerMethodField()
     fallback = serializers.SerializerMethodField()
     challenger = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    # Blank when there is no challenger; the schema must say so (a read-only model field would not).
+    challenger_mode = serializers.ChoiceField(choices=Deployment.ChallengerMode.choices, allow_blank=True,
+                                              read_only=True)
     effective_max_rows = serializers.IntegerField(read_only=True)
     effective_rate_limit_per_minute = serializers.IntegerField(source="effective_rate_limit", read_only=True)
 
@@ -144,6 +147,7 @@ class PredictionSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     model_version = serializers.SerializerMethodField()
     data_hidden = serializers.SerializerMethodField()
+    error = serializers.CharField(read_only=True, allow_null=True)  # null when the data is hidden (see above)
 
     class Meta:
         model = PredictionLog

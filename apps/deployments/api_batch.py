@@ -36,7 +36,7 @@ class BatchRunSerializer(serializers.ModelSerializer):
     message = serializers.CharField(source="job.message", read_only=True)
     error = serializers.CharField(source="job.error", read_only=True)
     job = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = BatchRun

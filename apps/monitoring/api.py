@@ -81,7 +81,7 @@ def _number(value):
 
 class GroundTruthSerializer(serializers.ModelSerializer):
     model_version = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     correct = serializers.SerializerMethodField()
 
     class Meta:

@@ -33,8 +33,11 @@ class AlertRuleSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     deployment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     metric_label = serializers.SerializerMethodField()
+    # Not `format: uri`: blank when the rule has none, and only the scheme and host ("https://host/…") for callers
+    # who may not manage alerts.
+    webhook_url = serializers.CharField(read_only=True, help_text="blank when none; masked for non-managers")
     webhook_secret = serializers.SerializerMethodField(help_text="\"set\" when the rule has a secret, else \"\"")
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     open_alert = serializers.SerializerMethodField()
 
     class Meta:
@@ -182,8 +185,8 @@ class AlertSerializer(serializers.ModelSerializer):
     page_url = serializers.SerializerMethodField()
     rule = serializers.SerializerMethodField()
     deployment = serializers.SerializerMethodField()
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     retraining = serializers.SerializerMethodField()
 
     class Meta:

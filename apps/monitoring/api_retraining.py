@@ -33,8 +33,8 @@ class RetrainingRunSerializer(serializers.ModelSerializer):
     new_version = serializers.SerializerMethodField()
     approval = serializers.SerializerMethodField()
     job = serializers.SerializerMethodField()
-    alert = serializers.SlugRelatedField(slug_field="uuid", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    alert = serializers.SlugRelatedField(slug_field="uuid", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = RetrainingRun
