@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path
@@ -16,6 +18,8 @@ from rest_framework.views import APIView
 from apps.accounts.api import call_service
 from apps.deployments import packaging
 from apps.deployments.models import Deployment
+
+logger = logging.getLogger(__name__)
 
 
 class _AnyAccept(BaseContentNegotiation):
@@ -36,7 +40,10 @@ class PackageView(APIView):
     @extend_schema(
         operation_id="deployments_package",
         responses={(200, "application/gzip"): OpenApiTypes.BINARY,
-                   409: OpenApiResponse(description="the champion cannot be exported now (the reason is given)")},
+                   409: OpenApiResponse(description="the champion cannot be exported now (the reason is given), e.g. "
+                                                    "its files are missing from the model store"),
+                   503: OpenApiResponse(description="the model store could not be reached; retry after `Retry-After` "
+                                                    "seconds")},
     )
     def get(self, request, slug: str):
         """The champion as a container build context: model/, serve.py, protocol.py, requirements.txt,
@@ -52,6 +59,23 @@ class PackageView(APIView):
                                    denied="Your role in this project cannot export deployments.")
         except packaging.NotPackageable as exc:
             return Response({"detail": str(exc), "errors": {"champion": [str(exc)]}}, status=status.HTTP_409_CONFLICT)
+        except Exception as exc:
+            from mlflow.exceptions import MlflowException  # loaded by now (the export used it); heavy at start-up
+
+            if isinstance(exc, FileNotFoundError) or (
+                    isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"):
+                # The model store no longer has the champion's files: retrying will not help, a person must.
+                logger.warning("deployment %s: the champion's files are missing from the model store", slug)
+                detail = ("The champion's files are missing from the model store, so no archive can be built. "
+                          "Tell a project admin.")
+                return Response({"detail": detail, "errors": {"champion": [detail]}}, status=status.HTTP_409_CONFLICT)
+            if not isinstance(exc, MlflowException | OSError):
+                raise
+            # The model store cannot be reached: answered like serving answers it (503), not a 500 page.
+            logger.exception("deployment %s: the champion's files could not be read for a package", slug)
+            return Response({"detail": "The model store could not be reached. The operators have been told in the "
+                                       "logs; try again later.", "errors": {}},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "30"})
         response = FileResponse(package.file, as_attachment=True, filename=package.filename,
                                 content_type="application/gzip")
         response["Content-Length"] = str(package.size)
