@@ -10,6 +10,7 @@ from django.core.exceptions import (
     SuspiciousOperation,
     TooManyFieldsSent,
     TooManyFilesSent,
+    ValidationError,
 )
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
@@ -46,6 +47,11 @@ def exception_handler(exc, context):
         return Response({"detail": detail, "errors": {}}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
+    elif isinstance(exc, ValidationError):
+        # A model or service check a view did not catch (e.g. a malformed UUID reaching a lookup) is the
+        # client's bad input, not a 500.
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict")
+                                         else {"non_field_errors": exc.messages})
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
@@ -73,8 +79,8 @@ def exception_handler(exc, context):
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     kind_label = serializers.CharField(source="get_kind_display", read_only=True)
-    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Job
@@ -115,3 +121,61 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def system_check(self, request):
         """Start a system check job (database, cache, storage, MLflow store)."""
         return job_accepted(services.start_system_check(actor=request.user), request)
+
+
+# --- The schema documents every operation's error answers --------------------------------------------------
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "Every API error: a sentence for people and, per field, what was wrong with it.",
+    "properties": {
+        "detail": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+    },
+    "required": ["detail", "errors"],
+}
+
+ERROR_DESCRIPTIONS = {
+    "400": "The request was not valid; `errors` names each field and what was wrong with it.",
+    "401": "No credentials, or a token that is unknown, revoked or expired.",
+    "403": "The caller may not do this (their role in the project, or a token scoped to another project).",
+    "404": "No such object, or one the caller may not see (or, in a list, no such page).",
+    "409": "The object is not in a state that allows this (already decided, archived, still running...).",
+    "413": "The request body is too large.",
+    "415": "The request body's content type is not accepted here.",
+    "429": "Too many requests; try again after the number of seconds in `Retry-After`.",
+}
+_BODY_METHODS = {"post", "put", "patch"}
+
+
+def document_error_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: the errors exception_handler() answers, on every operation that can
+    meet them, so a client (and schemathesis) can rely on the schema for 4xx answers too."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("Error", ERROR_SCHEMA)
+    ref = {"$ref": "#/components/schemas/Error"}
+    throttled = {(path, method.lower()) for path, _, method, callback in getattr(generator, "endpoints", None) or ()
+                 if getattr(getattr(callback, "cls", None), "throttle_classes", None)}
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            # Any request can be unreadable (400), carry a bad token (401, even where anonymous callers are let
+            # in) or be refused (403: a role, a project-scoped token, CSRF for a session).
+            codes = ["400", "401", "403"]
+            paged = any(p.get("name") == "page" and p.get("in") == "query" for p in operation.get("parameters", []))
+            if "{" in path or paged:  # paged: DRF's pagination answers a page past the end with a 404
+                codes.append("404")
+            if method in _BODY_METHODS:
+                codes += ["409", "413", "415"]
+            if (path, method) in throttled:
+                codes.append("429")
+            responses = operation.setdefault("responses", {})
+            codes += [code for code in responses if code >= "400" and code not in codes]  # e.g. a view's own 409
+            for code in codes:
+                if code in responses and responses[code].get("content"):
+                    continue
+                responses[code] = {"description": responses.get(code, {}).get("description")
+                                   or ERROR_DESCRIPTIONS.get(code, "An error."),
+                                   "content": {"application/json": {"schema": ref}}}
+    return result
