@@ -27,6 +27,9 @@ def examine_pickle(path: Path, fmt: str, *, work: Path, sample, progress: Callab
     progress(0, "Scanning the file's pickle opcodes…")
     scan = scan_file(path, fmt)
     safety = {"scan": scan.as_dict()}
+    if scan.bomb:
+        return _quarantine(safety, "bomb", f"The {fmt} file was not opened: {scan.problem} (a decompression bomb "
+                                           "would exhaust the server's memory or disk). It stays quarantined.")
     if scan.flagged:
         return _quarantine(safety, "flagged", _flagged_summary(scan, fmt))
     if sandbox.bwrap_path() is None:

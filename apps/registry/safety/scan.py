@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import importlib
+import io
 import lzma
 import pickletools
 import re
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_DECOMPRESSED_BYTES = 8 * 1024**3  # past this a "compressed joblib" is a decompression bomb
+MAX_OPCODES = 10_000_000  # a scan reads at ~1M opcodes/s; past this the sandbox's CPU limit takes over
+MAX_TEXT_ARGUMENT = 1 << 20  # longer binary values (array data) are skipped, not held in memory
 
 # Globals that exist only to rebuild data; calling them cannot reach the file system, processes or imports.
 ALLOWED_GLOBALS = frozenset(
@@ -113,6 +116,7 @@ class ScanResult:
     counts: dict[str, int] = field(default_factory=dict)
     complete: bool = True
     problem: str = ""
+    bomb: bool = False
 
     @property
     def dangerous(self) -> list[dict]:
@@ -121,6 +125,8 @@ class ScanResult:
 
     @property
     def verdict(self) -> str:
+        if self.bomb:
+            return "bomb"
         if self.flagged:
             return "flagged"
         return "clean" if self.complete else "incomplete"
@@ -133,52 +139,110 @@ class ScanResult:
             "counts": self.counts,
             "complete": self.complete,
             "problem": self.problem,
+            "bomb": self.bomb,
         }
 
 
 def scan_file(path: Path, fmt: str) -> ScanResult:
-    """Scan a pickle, or a joblib file (decompressing zlib/gzip/bz2/xz first)."""
+    """Scan a pickle, or a joblib file (decompressing zlib/gzip/bz2/xz as a stream first).
+
+    The file is read as a stream with a byte budget: a decompression bomb is recognised when it passes
+    MAX_DECOMPRESSED_BYTES, without ever holding more than a chunk of it in the worker's memory.
+    """
     try:
-        data = _read_decompressed(path) if fmt == "joblib" else path.read_bytes()
+        handle = _open_decompressed(path) if fmt == "joblib" else path.open("rb")
     except (OSError, ValueError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        return ScanResult(complete=False, problem=f"the file could not be decompressed ({type(exc).__name__})")
-    return scan_bytes(data, joblib=fmt == "joblib")
+        return ScanResult(complete=False, problem=f"the file could not be decompressed ({exc})")
+    with handle:
+        return scan_stream(_Budget(handle, MAX_DECOMPRESSED_BYTES), joblib=fmt == "joblib")
 
 
-def _read_decompressed(path: Path) -> bytes:
+def _open_decompressed(path: Path):
     with path.open("rb") as handle:
         head = handle.read(6)
     if head.startswith(b"\x1f\x8b"):
-        opener = gzip.open
-    elif head.startswith(b"BZh"):
-        opener = bz2.open
-    elif head.startswith(b"\xfd7zXZ") or head.startswith(b"]\x00\x00"):
-        opener = lzma.open  # xz, or the legacy .lzma format joblib writes for compress="lzma"
-    elif head.startswith(b"\x04\x22\x4d\x18"):
+        return gzip.open(path, "rb")
+    if head.startswith(b"BZh"):
+        return bz2.open(path, "rb")
+    if head.startswith(b"\xfd7zXZ") or head.startswith(b"]\x00\x00"):
+        return lzma.open(path, "rb")  # xz, or the legacy .lzma format joblib writes for compress="lzma"
+    if head.startswith(b"\x04\x22\x4d\x18"):
         raise ValueError("lz4-compressed joblib files are not supported")
-    elif head[:1] == b"\x78":
-        return _zlib_bounded(path)
-    else:
-        return path.read_bytes()
-    with opener(path, "rb") as stream:
-        data = stream.read(MAX_DECOMPRESSED_BYTES + 1)
-    if len(data) > MAX_DECOMPRESSED_BYTES:
-        raise ValueError("decompresses to too much")
-    return data
+    if head[:1] == b"\x78":
+        return _ZlibStream(path)
+    return path.open("rb")
 
 
-def _zlib_bounded(path: Path) -> bytes:
-    decompressor = zlib.decompressobj()
-    parts, total = [], 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            part = decompressor.decompress(chunk, MAX_DECOMPRESSED_BYTES + 1 - total)
-            total += len(part)
-            if total > MAX_DECOMPRESSED_BYTES or decompressor.unconsumed_tail:
-                raise ValueError("decompresses to too much")
-            parts.append(part)
-    parts.append(decompressor.flush())
-    return b"".join(parts)
+class _ZlibStream:
+    """A raw zlib stream (joblib's default compression) read incrementally, never whole."""
+
+    def __init__(self, path: Path):
+        self._handle = path.open("rb")
+        self._decompressor = zlib.decompressobj()
+        self._buffer = b""
+
+    def read(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            tail = self._decompressor.unconsumed_tail
+            chunk = tail or self._handle.read(1 << 16)
+            if not chunk:
+                self._buffer += self._decompressor.flush()
+                break
+            self._buffer += self._decompressor.decompress(chunk, max(size - len(self._buffer), 1 << 16))
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        line = b""
+        while not line.endswith(b"\n") and (size < 0 or len(line) < size):
+            char = self.read(1)
+            if not char:
+                break
+            line += char
+        return line
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class DecompressionBomb(ValueError):
+    """The stream holds more than the scan's byte budget."""
+
+
+class _Budget:
+    """Reads from a stream, refusing (before reading) anything that would pass `limit` bytes in all."""
+
+    def __init__(self, stream, limit: int):
+        self._stream, self._limit, self.read_bytes = stream, limit, 0
+
+    def _spend(self, size: int) -> None:
+        if self.read_bytes + size > self._limit:
+            raise DecompressionBomb(f"more than {self._limit:,} bytes")
+
+    def read(self, size: int) -> bytes:
+        self._spend(size)
+        data = self._stream.read(size)
+        self.read_bytes += len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._stream.readline(MAX_TEXT_ARGUMENT + 1)
+        self.read_bytes += len(line)
+        self._spend(0)
+        return line
+
+    def skip(self, size: int) -> None:
+        """Read and forget `size` bytes (a large binary value the scan has no use for), a chunk at a time."""
+        while size > 0:
+            size -= len(chunk := self.read(min(size, 1 << 20)) or b"")
+            if not chunk:
+                raise ValueError("the file ends inside a value")
 
 
 _MARK = object()
@@ -196,15 +260,66 @@ _UNKNOWN = _Unknown()
 
 
 def scan_bytes(data: bytes, *, joblib: bool = False) -> ScanResult:
+    return scan_stream(_Budget(io.BytesIO(data), MAX_DECOMPRESSED_BYTES), joblib=joblib)
+
+
+_CODES = {op.code: op for op in pickletools.opcodes}
+# Length-prefixed values (width of the length): array data can be gigabytes, so long ones are skipped unread.
+_LONG_VALUES = {pickletools.bytes4: 4, pickletools.bytes8: 8, pickletools.bytearray8: 8,
+                pickletools.unicodestring4: 4, pickletools.unicodestring8: 8, pickletools.string4: 4}
+
+
+class _Skipped:
+    """A long value the scan read past without keeping it."""
+
+
+def _genops(stream: _Budget):
+    """pickletools.genops for a stream, without materialising long values (pickletools reads them whole)."""
+    while True:
+        code = stream.read(1)
+        if not code:
+            raise ValueError("the file ends before its STOP opcode")
+        opcode = _CODES.get(code.decode("latin-1"))
+        if opcode is None:
+            raise ValueError(f"unknown opcode {code!r}")
+        arg = None
+        if opcode.arg in _LONG_VALUES:
+            width = _LONG_VALUES[opcode.arg]
+            size = int.from_bytes(stream.read(width), "little", signed=opcode.arg is pickletools.string4)
+            if size < 0:
+                raise ValueError("a negative length")
+            if size > MAX_TEXT_ARGUMENT:
+                stream.skip(size)
+                arg = _Skipped()
+            else:
+                arg = stream.read(size)
+                if len(arg) < size:
+                    raise ValueError("the file ends inside a value")
+                if opcode.arg in (pickletools.unicodestring4, pickletools.unicodestring8):
+                    arg = arg.decode("utf-8", "surrogatepass")
+        elif opcode.arg is not None:
+            arg = opcode.arg.reader(stream)
+        yield opcode, arg
+        if opcode.name == "STOP":
+            return
+
+
+def scan_stream(stream: _Budget, *, joblib: bool = False) -> ScanResult:
     """Walk the opcodes with a model of the stack and memo, so a global cannot hide behind memo lookups."""
     result = ScanResult()
     stack: list = []
     memo: dict = {}
     seen: dict[str, None] = {}
+    opcodes = 0
     try:
-        for opcode, arg, _pos in pickletools.genops(data):
+        for opcode, arg in _genops(stream):
             name = opcode.name
             result.counts[name] = result.counts.get(name, 0) + 1
+            opcodes += 1
+            if opcodes > MAX_OPCODES:
+                result.complete = False
+                result.problem = f"the file holds more than {MAX_OPCODES:,} opcodes; only those were read"
+                break
             pair = tuple(stack[-2:]) if name == "STACK_GLOBAL" and len(stack) >= 2 else (_UNKNOWN, _UNKNOWN)
             current = stack[-1] if stack else _UNKNOWN
             _pop(stack, opcode)
@@ -223,7 +338,7 @@ def scan_bytes(data: bytes, *, joblib: bool = False) -> ScanResult:
             elif name in ("PERSID", "BINPERSID"):
                 seen["<persistent id: an object loaded by the unpickler's own code>"] = None
             elif name in _STRING_OPS:
-                top = arg.decode("latin-1") if isinstance(arg, bytes) else arg
+                top = arg.decode("latin-1") if isinstance(arg, bytes) else arg if isinstance(arg, str) else _UNKNOWN
             elif name in ("GET", "BINGET", "LONG_BINGET"):
                 top = memo.get(arg, _UNKNOWN)
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
@@ -241,7 +356,14 @@ def scan_bytes(data: bytes, *, joblib: bool = False) -> ScanResult:
                     "read"
                 )
                 break
-    except Exception as exc:  # noqa: BLE001 - genops raises ValueError, IndexError...: any of them means "stopped"
+    except DecompressionBomb:
+        result.complete, result.bomb = False, True
+        result.problem = (f"it decompresses to more than {MAX_DECOMPRESSED_BYTES / 1024**3:g} GiB: a decompression "
+                          "bomb, or far larger than any model")
+    except (lzma.LZMAError, zlib.error, EOFError, OSError) as exc:
+        result.complete = False
+        result.problem = f"the file could not be decompressed ({type(exc).__name__}: {str(exc)[:200]})"
+    except Exception as exc:  # noqa: BLE001 - the readers raise ValueError, IndexError...: any means "stopped"
         result.complete = False
         result.problem = f"the opcodes stop making sense part-way ({type(exc).__name__}: {str(exc)[:200]})"
     result.globals = list(seen)
