@@ -52,7 +52,10 @@ def test_a_malformed_dataset_uuid_in_the_path_is_a_400_not_a_500(call, scene):  
 
 
 def test_packaging_a_champion_whose_files_are_gone_is_a_409_naming_the_champion(call, scene):  # noqa: F811
-    """The scene's champion points at an MLflow model the store never had: MlflowException was a 500."""
+    """A champion pointing at an MLflow model the store does not have: MlflowException was a 500."""
+    version = scene["version"]
+    version.mlflow_model_uri = f"models:/portal.never-registered-{uuid.uuid4().hex}/1"
+    version.save(update_fields=["mlflow_model_uri"])
     body = call("scientist", "GET", "/api/v1/deployments/{slug}/package/",
                 path_parameters={"slug": scene["deployment"].slug}, expect=409)
     assert "missing from the model store" in body["errors"]["champion"][0]
