@@ -114,6 +114,19 @@ _FIRST_NAMES_TEXT = """
 _FIRST_NAMES = frozenset(_FIRST_NAMES_TEXT.split())
 
 
+_REDACT = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"  # e-mail addresses
+    r"|(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)"  # US social security numbers
+    r"|(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)"  # card numbers
+)
+
+
+def redact_text(text: str) -> str:
+    """`text` with e-mail addresses, SSNs and card numbers replaced by "[hidden]": for messages that quote a
+    line of a file (a reader's error), which every member of the project sees, viewers included."""
+    return _REDACT.sub("[hidden]", text)
+
+
 def detect_column(name: str, values: Sequence[str]) -> dict | None:
     """{"kind", "share", "confidence": "high|medium|low", "by": "name|content|both"} or None.
 

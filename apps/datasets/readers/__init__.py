@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from .base import MAX_COLUMNS, PROGRESS_FROM_KEY, ROWS_KEY, WARNINGS_KEY, DataFileError, progress_hook
 from .batches import iter_batches, read_batches
-from .formats import detect_format
+from .formats import clean_filename, detect_format
 
 __all__ = [
     "MAX_COLUMNS",
@@ -35,6 +35,7 @@ __all__ = [
     "ROWS_KEY",
     "WARNINGS_KEY",
     "DataFileError",
+    "clean_filename",
     "detect_format",
     "iter_batches",
     "read_batches",

@@ -19,6 +19,7 @@ from .formats import _sniff_magic
 HEAD_BYTES = 1 << 20
 MAX_HEADER_BYTES = 16 << 20
 CHUNK_BYTES = 16 << 20
+MAX_BLOCK_BYTES = (1 << 31) - 1  # Arrow's block size is a 32-bit integer
 
 
 def _latin1_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
@@ -42,13 +43,13 @@ class _CsvPlan:
     chunk_bytes: int = CHUNK_BYTES  # about batch_rows rows, so that most chunks make one batch
     warnings: list[dict] = field(default_factory=list)
 
-    def read_options(self, first: bool, *, serial: bool = False) -> pacsv.ReadOptions:
+    def read_options(self, first: bool, *, serial: bool = False, block_size: int | None = None) -> pacsv.ReadOptions:
         # Blocks of 1-2 MB parse fastest (they stay in cache). The first pass parses with Arrow's threads; the
         # second parses on one thread while the consumer works on the previous chunk on another.
         return pacsv.ReadOptions(
             column_names=self.names,
             skip_rows=self.skip_rows if first else 0,
-            block_size=(2 << 20) if serial else (1 << 20),
+            block_size=block_size or ((2 << 20) if serial else (1 << 20)),
             use_threads=not serial,
         )
 
@@ -66,9 +67,20 @@ class _CsvPlan:
     def parse(
         self, chunk: pa.Buffer, first: bool, types: dict, include: list[str] | None = None, *, serial: bool = False
     ) -> pa.Table:
+        try:
+            return self._parse(chunk, first, types, include, self.read_options(first, serial=serial))
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc):
+                raise
+        # A row longer than a block (one huge cell): Arrow needs the whole row in one block.
+        block = min(max(chunk.size + 1, 1 << 20), MAX_BLOCK_BYTES)
+        return self._parse(chunk, first, types, include, self.read_options(first, serial=True, block_size=block))
+
+    def _parse(self, chunk: pa.Buffer, first: bool, types: dict, include: list[str] | None,
+               read_options: pacsv.ReadOptions) -> pa.Table:
         return pacsv.read_csv(
             pa.BufferReader(chunk),
-            read_options=self.read_options(first, serial=serial),
+            read_options=read_options,
             parse_options=self.parse_options(),
             convert_options=self.convert_options(types, include),
         )

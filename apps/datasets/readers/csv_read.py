@@ -18,11 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as paipc
 
+from ..pii import redact_text
 from .base import DataFileError, _empty_batch, _final_schema, _join, _normalise, _report, _seekable_copy
 from .csv_plan import CHUNK_BYTES, _CsvPlan, _encoding_warning, _plan_csv
 
 CSV_SPOOL_MEMORY_BYTES = 16 << 20  # parsed columns kept in memory between the passes; beyond, a temporary file
 CSV_CHECK_SHARE = 40  # percent of the job the CSV first pass reports
+MAX_LINE_BYTES = 8 << 20  # a row carried over this long between chunks is refused (memory grows with it)
 
 
 class _Restart(Exception):
@@ -109,7 +111,17 @@ def _chunks(
         data = view[: len(left) + n]
         if decoder is not None:
             data = memoryview(left + decoder.decode(bytes(view[len(left) : len(left) + n]), final=last).encode())
+        if last and len(data) and data[-1] != 10:
+            # The last line has no line break: Arrow refuses a header-only file ("a,b,c") without one.
+            data = memoryview(bytes(data) + b"\n")
         cut = len(data) if last else _row_boundary(data, plan.careful)
+        if len(data) - cut >= MAX_LINE_BYTES:
+            # Memory grows with the longest row: refuse a giant cell, or a quote never closed, before it costs GBs.
+            raise DataFileError(
+                f"The file has a row longer than {MAX_LINE_BYTES >> 20} MB. "
+                "Check the file for a value with a double quote (\") that is never closed, or remove the huge "
+                "value, and upload it again."
+            )
         if cut > 0:
             yield pa.py_buffer(data)[:cut], first, last, done
             first = False
@@ -252,7 +264,8 @@ def _ragged_error(message: str, src: BinaryIO, start: int, plan: _CsvPlan, index
                     line_before = reader.line_num
                     continue
                 if row and len(row) != len(plan.names):
-                    shown = plan.delimiter.join(row)
+                    # Quoted to help fix the file, but the error is shown to viewers too: no personal data in it.
+                    shown = redact_text(plan.delimiter.join(row))
                     shown = shown if len(shown) <= 80 else shown[:77] + "…"
                     sep = _separator(plan.delimiter)
                     return DataFileError(

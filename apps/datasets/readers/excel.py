@@ -20,6 +20,23 @@ MAX_XLSX_RATIO = 100
 MAX_XLSX_MEMBERS = 10_000
 XLSX_SPOOL_MEMORY_BYTES = 64 << 20
 XLSX_READ_SHARE = 85
+MAX_XLSX_COLUMN = 16_384  # XFD, Excel's last column; a cell beyond it cannot come from Excel
+
+
+def _xml_errors() -> tuple[type[Exception], ...]:
+    from xml.etree.ElementTree import ParseError
+
+    errors: list[type[Exception]] = [ParseError]
+    try:  # openpyxl parses with defusedxml when it is installed: its refusals are exceptions of their own
+        from defusedxml import DefusedXmlException
+
+        errors.append(DefusedXmlException)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_XML_ERRORS = _xml_errors()
 
 
 def _check_xlsx_zip(stream: BinaryIO) -> None:
@@ -56,8 +73,9 @@ def _iter_xlsx(stream: BinaryIO, batch_rows: int) -> Iterator[pa.RecordBatch]:
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
-        workbook = openpyxl.load_workbook(stream, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        # keep_links=False: links to other workbooks are not even parsed; only the values Excel cached are read.
+        workbook = openpyxl.load_workbook(stream, read_only=True, data_only=True, keep_links=False)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError, *_XML_ERRORS) as exc:
         raise DataFileError(
             f"This .xlsx file can't be opened ({exc}). Save it again from Excel and upload it."
         ) from None
@@ -66,7 +84,17 @@ def _iter_xlsx(stream: BinaryIO, batch_rows: int) -> Iterator[pa.RecordBatch]:
             raise DataFileError("The workbook has no sheets.")
         sheet = workbook.worksheets[0]
         with _XlsxSpool() as spool:
-            names, warnings = _read_sheet(sheet, spool, batch_rows)
+            try:
+                names, warnings = _read_sheet(sheet, spool, batch_rows)
+            except DataFileError:
+                raise
+            except (*_XML_ERRORS, ValueError, TypeError, KeyError, OverflowError) as exc:
+                # Entity expansion ("billion laughs"), external entities, broken XML, a cell the parser cannot
+                # convert (column "ZZZZ", month 99): what Excel never writes.
+                raise DataFileError(
+                    f"The first sheet of this .xlsx file is not valid spreadsheet XML ({exc}). Save it again from "
+                    "Excel and upload it."
+                ) from None
             fields = [pa.field(n, spool.types.get(i, pa.string())) for i, n in enumerate(names)]
             fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in fields]
             schema = _final_schema(fields, warnings, spool.rows, XLSX_READ_SHARE)
@@ -83,11 +111,13 @@ def _iter_xlsx(stream: BinaryIO, batch_rows: int) -> Iterator[pa.RecordBatch]:
 
 def _read_sheet(sheet, spool: _XlsxSpool, batch_rows: int) -> tuple[list[str], list[dict]]:
     warnings: list[dict] = []
-    rows = sheet.iter_rows(values_only=True)
+    rows = _sheet_rows(sheet)
     header = None
-    for row in rows:
-        if any(v is not None and str(v).strip() for v in row):
-            header = list(row)
+    for cells in rows:
+        if any(c["value"] is not None and str(c["value"]).strip() for c in cells):
+            header = [None] * max(c["column"] for c in cells)
+            for c in cells:
+                header[c["column"] - 1] = c["value"]
             break
     if header is None:
         raise DataFileError("The file is empty: the first sheet has no data.")
@@ -98,12 +128,18 @@ def _read_sheet(sheet, spool: _XlsxSpool, batch_rows: int) -> tuple[list[str], l
     total = sheet.max_row or 0
     buffer: list[tuple] = []
     ignored = 0
-    for row in rows:
-        if len(row) > width and any(v is not None for v in row[width:]):
-            ignored += 1
-        if not any(v is not None for v in row[:width]):
+    for cells in rows:
+        row = [None] * width
+        beyond = False
+        for c in cells:
+            if c["column"] <= width:
+                row[c["column"] - 1] = c["value"]
+            elif c["value"] is not None:
+                beyond = True
+        ignored += beyond
+        if not any(v is not None for v in row):
             continue
-        buffer.append(row[:width] if len(row) >= width else tuple(row) + (None,) * (width - len(row)))
+        buffer.append(tuple(row))
         if len(buffer) >= batch_rows:
             spool.add(buffer, width)
             buffer = []
@@ -121,6 +157,25 @@ def _read_sheet(sheet, spool: _XlsxSpool, batch_rows: int) -> tuple[list[str], l
             )
         )
     return names, warnings
+
+
+def _sheet_rows(sheet) -> Iterator[list[dict]]:
+    """The sheet's rows as the cells they hold ({"column": 1-based, "value", ...}), straight from the XML.
+
+    Not openpyxl's `iter_rows`: in read-only mode that trusts the sheet's declared size (rows past it are
+    dropped silently), pads every row to the widest one (one cell in column XFD makes each row 16,384
+    values) and yields an empty row for every row number skipped (`<row r="999999999">`: a billion). Here
+    missing rows and cells cost nothing; the parser is openpyxl's own (defused XML, shared strings, dates).
+    """
+    from openpyxl.worksheet._reader import WorkSheetParser
+
+    workbook = sheet.parent
+    with sheet._get_source() as source:
+        parser = WorkSheetParser(source, sheet._shared_strings, data_only=workbook.data_only, epoch=workbook.epoch,
+                                 date_formats=workbook._date_formats,
+                                 timedelta_formats=workbook._timedelta_formats)
+        for _, cells in parser.parse():
+            yield [c for c in cells if 1 <= c["column"] <= MAX_XLSX_COLUMN]
 
 
 def _cell_text(v) -> str | None:

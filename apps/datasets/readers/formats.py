@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import unicodedata
 
 from .base import DataFileError
 
@@ -35,6 +36,29 @@ _MAGIC = [
     (b"MZ", "binary", "a Windows program"),
     (b"ARROW1", "binary", "an Arrow IPC file"),
 ]
+
+
+MAX_FILENAME = 255
+
+
+def clean_filename(filename: str | None, default: str = "upload") -> str:
+    """The name an upload is shown and audited under: its last path part, without control or bidi characters.
+
+    Browsers and Django already drop most of this; services clean again because a name is shown to other people
+    and written to the audit trail: no NUL (PostgreSQL refuses it), no "../", no right-to-left override that
+    shows "invoice‮vsc.exe" as "invoiceexe.csv", at most 255 characters with the extension kept.
+    Stored files never use this name (storage names them by a UUID and a sanitised copy).
+    """
+    name = unicodedata.normalize("NFC", str(filename or ""))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+    name = name.strip(" .")
+    if not name:
+        return default
+    stem, ext = os.path.splitext(name)
+    if len(ext) > 16:
+        stem, ext = name, ""
+    return stem[: MAX_FILENAME - len(ext)] + ext
 
 
 def detect_format(filename: str, head: bytes) -> str:

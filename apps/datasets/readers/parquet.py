@@ -25,6 +25,7 @@ def _iter_parquet(stream: BinaryIO, batch_rows: int) -> Iterator[pa.RecordBatch]
     warnings: list[dict] = []
     if not len(source):
         raise DataFileError("The Parquet file has no columns.")
+    _check_declared_rows(pf)
     names = _check_names(source.names, warnings)
     fields = []
     for name, f in zip(names, source, strict=True):
@@ -47,6 +48,27 @@ def _iter_parquet(stream: BinaryIO, batch_rows: int) -> Iterator[pa.RecordBatch]
         raise DataFileError(f"This Parquet file is damaged ({exc}). Export it again and upload the new file.") from None
     if not produced:
         yield _empty_batch(schema)
+
+
+def max_rows() -> int:
+    """The most rows a Parquet file may declare: as many as the largest CSV upload can hold (a character and a
+    line break each). Parquet compresses repeated values to almost nothing, so without this a small file could
+    declare billions of rows and keep a worker busy for hours."""
+    from django.conf import settings
+
+    return max(1, int(getattr(settings, "PORTAL_MAX_UPLOAD_BYTES", 2 * 1024**3)) // 2)
+
+
+def _check_declared_rows(pf) -> None:
+    metadata = pf.metadata
+    declared = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    if metadata.num_rows < 0 or any(n < 0 for n in declared) or sum(declared) != metadata.num_rows:
+        raise DataFileError("This Parquet file's row counts contradict each other: it is damaged. Export it again.")
+    if metadata.num_rows > max_rows():
+        raise DataFileError(
+            f"This Parquet file declares {metadata.num_rows:,} rows; the portal reads at most {max_rows():,}. "
+            "Split it into smaller files and upload those."
+        )
 
 
 def _is_nested(t: pa.DataType) -> bool:
