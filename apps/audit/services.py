@@ -16,6 +16,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from apps.audit import checkpoints, hashing
 from apps.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
+from apps.core.exports import spreadsheet_safe  # the one rule for every CSV the portal writes
 
 # Set per request by AuditContextMiddleware; None in tasks and commands.
 client_ip_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("audit_client_ip", default=None)
@@ -244,15 +245,6 @@ def filter_events(events, params) -> tuple:
             moment = timezone.make_aware(moment, UTC)
         events = events.filter(**{lookup: moment})
     return events, errors
-
-
-# Cells starting with these are run as formulas by spreadsheet programs (CSV injection).
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
 
 
 CSV_COLUMNS = ["sequence", "time", "actor", "action", "object_type", "object_id", "object", "project",

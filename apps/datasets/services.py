@@ -22,7 +22,7 @@ from apps.core import services as jobs
 from apps.core import storage
 from apps.core.models import Job
 from apps.datasets.models import Dataset, DatasetVersion
-from apps.datasets.readers import DataFileError, detect_format
+from apps.datasets.readers import DataFileError, clean_filename, detect_format
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +89,18 @@ def upload_version(dataset: Dataset, *, actor, uploaded, description: str = "") 
     dataset is not stored twice, and (existing version, False) comes back instead.
     """
     require(actor, Action.UPLOAD_DATA, dataset.project)
+    filename = clean_filename(uploaded.name)
     uploaded.seek(0)
     head = uploaded.read(HEAD_BYTES)
     try:
-        fmt = detect_format(uploaded.name or "", head)
+        fmt = detect_format(filename, head)
     except DataFileError as exc:
         raise ValidationError({"file": [str(exc)]}) from None
     try:
         stored = storage.save_stream(
             f"datasets/{dataset.uuid}",
             _chunks(uploaded),
-            filename=uploaded.name,
+            filename=filename,
             max_bytes=settings.PORTAL_MAX_UPLOAD_BYTES,
         )
     except storage.FileTooLarge as exc:
@@ -120,7 +121,7 @@ def upload_version(dataset: Dataset, *, actor, uploaded, description: str = "") 
             description=description,
             created_by=actor,
             file_name=stored.name,
-            original_filename=(uploaded.name or "upload")[:255],
+            original_filename=filename,
             format=fmt,
             size_bytes=stored.size,
             sha256=stored.sha256,

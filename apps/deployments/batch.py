@@ -39,9 +39,10 @@ from apps.accounts.permissions import Action, require
 from apps.audit import services as audit
 from apps.core import services as jobs
 from apps.core import storage
+from apps.core.exports import spreadsheet_safe_table
 from apps.core.models import Job
 from apps.datasets.models import DatasetVersion
-from apps.datasets.readers import ROWS_KEY, DataFileError, detect_format, iter_batches
+from apps.datasets.readers import ROWS_KEY, DataFileError, clean_filename, detect_format, iter_batches
 from apps.deployments import predlog, protocol
 from apps.deployments.models import BatchRun, Deployment
 
@@ -80,14 +81,15 @@ def _chunks(uploaded, size: int = 1024 * 1024):
 
 
 def _store_upload(deployment: Deployment, uploaded) -> tuple[storage.StoredFile, str]:
+    filename = clean_filename(uploaded.name)
     uploaded.seek(0)
     head = uploaded.read(HEAD_BYTES)
     try:
-        fmt = detect_format(uploaded.name or "", head)
+        fmt = detect_format(filename, head)
     except DataFileError as exc:
         raise ValidationError({"file": [str(exc)]}) from None
     try:
-        stored = storage.save_stream(f"batch/{deployment.uuid}", _chunks(uploaded), filename=uploaded.name or "upload",
+        stored = storage.save_stream(f"batch/{deployment.uuid}", _chunks(uploaded), filename=filename,
                                      max_bytes=settings.PORTAL_MAX_UPLOAD_BYTES)
     except storage.FileTooLarge as exc:
         raise ValidationError({"file": [str(exc)]}) from None
@@ -127,7 +129,7 @@ def start_batch(deployment: Deployment, *, actor, uploaded=None, dataset_version
         source_name = f"{dataset_version.dataset.name} v{dataset_version.number}"
     else:
         stored, fmt = _store_upload(deployment, uploaded)
-        source_name = (uploaded.name or "upload")[:255]
+        source_name = clean_filename(uploaded.name)  # shown to other members and audited: no NUL, bidi, paths
     try:
         with transaction.atomic():
             from apps.deployments.tasks import prepare_batch_task
@@ -521,7 +523,8 @@ def _csv_pieces(names: list[str]):
     import pyarrow.csv as pacsv
 
     for position, name in enumerate(names):
-        table = _read_part(name)
+        # The input's text and the model's answers go back to someone's spreadsheet: no cell may run there.
+        table = spreadsheet_safe_table(_read_part(name))
         buffer = io.BytesIO()
         pacsv.write_csv(table, buffer, write_options=pacsv.WriteOptions(include_header=position == 0))
         yield buffer.getvalue()

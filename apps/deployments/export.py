@@ -24,6 +24,7 @@ from django.http import FileResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from apps.audit import services as audit
+from apps.core.exports import spreadsheet_safe
 from apps.deployments.models import Deployment
 from apps.registry.models import ModelVersion
 
@@ -162,16 +163,15 @@ class _Echo:
 
 
 def _csv_value(value):
-    if value is None:
-        return ""
+    # Inputs, predictions, errors and the caller come from outside: a cell must never run in a spreadsheet.
     if hasattr(value, "isoformat"):
         return value.astimezone(UTC).isoformat()
-    return value
+    return spreadsheet_safe(value)
 
 
 def csv_chunks(export: Plan) -> Iterator[str]:
     writer = csv.writer(_Echo())
-    yield writer.writerow(export.header)
+    yield writer.writerow([spreadsheet_safe(name) for name in export.header])
     for line in lines(export):
         yield writer.writerow([_csv_value(v) for v in line])
 
