@@ -74,14 +74,16 @@ def filesystem_transport_options(folder: Path) -> dict:
 def use_broker(url: str, transport_options: dict | None = None) -> Iterator[None]:
     """Publish this process's tasks to another broker for a while (Celery caches its connection pools)."""
     app = current_app._get_current_object()
-    saved = (app.conf.broker_url, app.conf.broker_transport_options)
+    # The CELERY_BROKER_URL environment variable wins over conf.broker_url; conf.broker_write_url (what
+    # publishing uses) wins over both.
+    saved = (app.conf.get("broker_write_url"), app.conf.broker_transport_options)
 
-    def switch(to_url: str, options: dict) -> None:
+    def switch(to_url: str | None, options: dict) -> None:
         if app._pool is not None:
             app._pool.force_close_all()
         app._pool = None
         app.amqp._producer_pool = None
-        app.conf.broker_url = to_url
+        app.conf.broker_write_url = to_url
         app.conf.broker_transport_options = options
 
     switch(url, transport_options or {})
