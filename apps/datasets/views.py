@@ -127,7 +127,8 @@ def version_detail(request, dataset_id, number):
         grid.warm(str(version.uuid), lambda: storage.open_stream(version.parquet_name))
     hidden = version.hidden_columns_for(request.user)
     profile = redact_profile(version.profile, hidden)
-    columns = _with_pii_labels((profile or {}).get("columns", []))
+    profile = _Quiet(profile) if profile is not None else None
+    columns = _with_pii_labels([_Quiet(c) for c in (profile or {}).get("columns", [])])
     return render(
         request,
         "datasets/version_detail.html",
@@ -146,6 +147,15 @@ def version_detail(request, dataset_id, number):
             "missing_cells_pct": _missing_cells_pct(profile),
         },
     )
+
+
+class _Quiet(dict):
+    """A profile (or column) dict for templates. A lookup that fails (`c.hidden` on a column that is not hidden)
+    is logged by Django at DEBUG with the object's repr, which would copy a column's most common values, personal
+    data included, into the logs: the repr names the column only."""
+
+    def __repr__(self) -> str:
+        return f"<profile {self.get('name', '')}>".replace(" >", ">")
 
 
 def _with_pii_labels(columns: list[dict]) -> list[dict]:
