@@ -213,6 +213,11 @@ def extension_parquet() -> bytes:
     return parquet(pa.table({"id": pa.ExtensionArray.from_storage(UuidLike(), storage), "n": [1, 2, 3]}))
 
 
+def arrow_uuid_parquet() -> bytes:
+    storage = pa.array([u.bytes for u in UUIDS], pa.binary(16))
+    return parquet(pa.table({"id": pa.ExtensionArray.from_storage(pa.uuid(), storage)}))
+
+
 def unknown_extension_metadata_parquet(name: bytes = b"hostile.unknown", kind=pa.string()) -> bytes:
     field = pa.field("x", kind, metadata={b"ARROW:extension:name": name, b"ARROW:extension:metadata": b"\x00\xff"})
     values = pa.array(["a", "b"] if kind == pa.string() else [1, 2], kind)

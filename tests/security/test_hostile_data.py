@@ -187,6 +187,7 @@ READ = {
     "far-away-cells.xlsx": (files.far_away_cells_xlsx, 3003),
     "extension-type.parquet": (files.extension_parquet, [{"id": u.hex, "n": i + 1} for i, u in
                                                          enumerate(files.UUIDS)]),
+    "arrow-uuid.parquet": (files.arrow_uuid_parquet, [{"id": str(u)} for u in files.UUIDS]),
     "unknown-extension.parquet": (files.unknown_extension_metadata_parquet, [{"x": "a"}, {"x": "b"}]),
     "nested.parquet": (files.nested_parquet, [{"s": '{"a": 1, "b": "x"}', "l": "[1, 2]", "m": '[["k", 1]]'},
                                               {"s": None, "l": "[]", "m": None},
@@ -207,6 +208,21 @@ def test_odd_files_are_read_correctly(people, api_as, filename):
         assert version.row_count == expected
     else:
         assert rows == expected
+
+
+@pytest.fixture
+def uuid_like_registered():
+    """The extension type registered in this process, as a library the worker imports might do."""
+    pa.register_extension_type(files.UuidLike())
+    yield
+    pa.unregister_extension_type("hostile.uuid")
+
+
+def test_a_registered_extension_type_is_read_as_its_values(people, api_as, uuid_like_registered):
+    api = api_as(people["scientist"])
+    version = profile(upload(api, "registered", files.extension_parquet(), "registered.parquet"))
+    assert version.status == "ready", version.error
+    assert rows_of(api, version) == [{"id": u.hex, "n": i + 1} for i, u in enumerate(files.UUIDS)]
 
 
 def test_the_external_link_is_never_followed(people, api_as):

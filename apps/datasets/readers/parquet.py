@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -29,7 +30,7 @@ def _iter_parquet(stream: BinaryIO, batch_rows: int) -> Iterator[pa.RecordBatch]
     names = _check_names(source.names, warnings)
     fields = []
     for name, f in zip(names, source, strict=True):
-        target = _normalise(f.type)
+        target = _normalise(_storage_type(f.type))
         if pa.types.is_null(target):
             target = pa.string()
         if _is_nested(f.type):
@@ -75,10 +76,22 @@ def _is_nested(t: pa.DataType) -> bool:
     return pa.types.is_nested(t) or pa.types.is_union(t)
 
 
+def _storage_type(t: pa.DataType) -> pa.DataType:
+    """An extension type's storage: its values are read as what they are stored as, whatever the type's name."""
+    return _storage_type(t.storage_type) if isinstance(t, pa.BaseExtensionType) else t
+
+
 def _to_reader_type(arr: pa.Array, target: pa.Field) -> pa.Array:
     t = arr.type
     if t == target.type:
         return arr
+    if isinstance(t, pa.BaseExtensionType):
+        # A registered extension type's to_pylist() gives its own Python objects (bytes for a user's UUID type,
+        # shown as "b'\\x00…'"): read the storage instead, except UUIDs, which read best in their usual form.
+        if t.extension_name == "arrow.uuid":
+            return pa.array([None if v is None else str(uuid.UUID(bytes=v)) for v in arr.storage.to_pylist()],
+                            pa.string())
+        return _to_reader_type(arr.storage, target)
     if pa.types.is_dictionary(t):
         arr = arr.dictionary_decode()
         return _to_reader_type(arr, target)
