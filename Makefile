@@ -8,7 +8,7 @@ TEST_TOOLS := $(CURDIR)/var/test-tools
 DEMO_ADDR ?= 127.0.0.1:8000
 export DEMO_PASSWORD ?= portal-demo-2026
 
-.PHONY: demo demo-traffic test test-tools lint bench clean
+.PHONY: demo demo-traffic test test-tools lint bench bench-load clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ BENCHES ?= audit grid profiling registry serving monitoring
 bench: export DEBUG ?= 1
 bench: $(VENV)/.installed-run
 	@for name in $(BENCHES); do echo "== bench/bench_$$name.py"; $(PY) bench/bench_$$name.py $(BENCH_ARGS) || exit 1; done
+
+## bench-load: the load test, 50 people browsing and 20 prediction clients for 5 minutes against gunicorn, PostgreSQL,
+## Redis and Celery on loopback (a fresh portal_load database; Redis databases 12 and 13 must be empty);
+## `make bench-load LOAD_ARGS="--duration 60 --ui-users 10"` for a short one (`--help` lists the options)
+bench-load: $(VENV)/.installed-dev
+	$(PY) bench/bench_load.py $(LOAD_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
