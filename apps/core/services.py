@@ -124,15 +124,21 @@ def requeue_stalled_jobs(*, restarted_worker: str = "") -> list[str]:
 
     - queued and never sent (the broker was down when it was created): at once;
     - queued and sent more than PORTAL_JOB_REQUEUE_MINUTES ago but never started (the broker lost the
-      message, e.g. Redis restarted without persistence): the duplicate this may make is harmless, since
-      start_job lets only one delivery of a queued job run and none of a finished one;
+      message, e.g. Redis restarted without persistence), unless messages are still waiting in the queue
+      (then it may only be behind them); start_job lets only one delivery of a queued job run;
     - running on `restarted_worker` (called as that worker node starts): its previous process was killed
       mid-job and, on brokers without redelivery (filesystem) or until Redis's visibility timeout, nobody
       else will run it.
     Jobs created with a plain callable instead of a task have no task name and cannot be sent again.
     """
     stale = timezone.now() - timedelta(minutes=settings.PORTAL_JOB_REQUEUE_MINUTES)
-    due = Q(status=Job.Status.QUEUED) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+    if not _messages_waiting():  # none waiting, or the broker cannot say: a job sent long ago was lost
+        due = Q(status=Job.Status.QUEUED) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+    else:
+        # Messages are still waiting: a job sent long ago may simply be behind them (a backlog, not a loss).
+        # Sending it again would let the copy arrive while the first delivery runs it, and start_job would
+        # then restart it (it cannot tell that copy from a redelivery after a crash). Only never-sent jobs.
+        due = Q(status=Job.Status.QUEUED, enqueued_at__isnull=True)
     if restarted_worker:
         due |= Q(status=Job.Status.RUNNING, worker=restarted_worker)
     sent = []
@@ -150,6 +156,17 @@ def requeue_stalled_jobs(*, restarted_worker: str = "") -> list[str]:
     if sent:
         logger.info("sent %s stalled job(s) again: %s", len(sent), ", ".join(sent))
     return sent
+
+
+def _messages_waiting() -> int | None:
+    """How many messages wait in the default queue (None if the broker cannot say)."""
+    try:
+        with current_app.connection_for_write() as conn:
+            declared = conn.default_channel.queue_declare(queue=current_app.conf.task_default_queue, passive=True)
+        return declared.message_count
+    except Exception as exc:  # an unreachable broker or a transport that cannot count: assume a loss
+        logger.info("could not count the broker's waiting messages: %s: %s", type(exc).__name__, exc)
+        return None
 
 
 # --- The system check: a real job that proves the worker, broker, database and stores work ------------

@@ -97,3 +97,17 @@ def test_requeue_jobs_command_reports_what_it_sent(people, queue, capsys):
     call_command("requeue_jobs")
     assert f"Sent 1 job(s) again.\n  {job.id}" in capsys.readouterr().out
     assert queue() == [str(job.id)]
+
+
+def test_a_job_sent_long_ago_is_not_sent_again_while_messages_still_wait_ahead_of_it(people, queue, settings):
+    """A backlog is not a loss: a copy sent now could arrive while the first delivery runs the job."""
+    long_ago = timezone.now() - timedelta(minutes=settings.PORTAL_JOB_REQUEUE_MINUTES + 1)
+    waiting = Job.objects.create(kind="system_check", created_by=people["viewer"], task=run_system_check_task.name)
+    services.requeue_stalled_jobs()  # its message now waits in the queue
+    behind = Job.objects.create(kind="system_check", created_by=people["viewer"], task=run_system_check_task.name,
+                                enqueued_at=long_ago)
+    never_sent = Job.objects.create(kind="system_check", created_by=people["viewer"],
+                                    task=run_system_check_task.name)
+    assert services.requeue_stalled_jobs() == [str(never_sent.id)]
+    assert queue() == [str(waiting.id), str(never_sent.id)]
+    assert str(behind.id) not in queue()
