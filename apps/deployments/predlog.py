@@ -46,6 +46,27 @@ def redis_client():
     return _redis
 
 
+def hot_redis():
+    """The Redis client for the serving path, or None while Redis is known to be down.
+
+    A Redis that hangs (rather than refusing connections) costs every call its socket timeout; after one failure the
+    serving path skips Redis for PORTAL_REDIS_RETRY_SECONDS (default 5) instead of paying that on every request."""
+    client = redis_client()
+    if client is None or time.monotonic() < getattr(client, "portal_down_until", 0.0):
+        return None
+    return client
+
+
+def redis_failed(exc: Exception) -> None:
+    """Record that Redis did not answer, so the serving path leaves it alone for a few seconds."""
+    client = redis_client()
+    if client is None:
+        return
+    if time.monotonic() >= getattr(client, "portal_down_until", 0.0):
+        logger.warning("Redis did not answer (%s); the serving path goes without it for a few seconds", exc)
+    client.portal_down_until = time.monotonic() + float(getattr(settings, "PORTAL_REDIS_RETRY_SECONDS", 5))
+
+
 def spool_dir() -> Path:
     path = Path(settings.VAR_DIR) / "predictions"
     path.mkdir(parents=True, exist_ok=True)
@@ -63,15 +84,18 @@ def new_record(*, request_id: str, deployment_id: int, version_id: int | None, r
 def push(record: dict) -> str:
     """Buffer one record; returns where it went ("redis", "spool" or "database")."""
     line = json.dumps(record, separators=(",", ":"), default=str)
-    client = redis_client()
-    if client is not None:
-        try:
-            client.rpush(REDIS_KEY, line)
-            return "redis"
-        except Exception as exc:  # any Redis failure: write through rather than lose the record
-            logger.warning("prediction log: Redis unavailable (%s); writing to the database", exc)
-            insert([record])
-            return "database"
+    if settings.REDIS_URL:
+        client = hot_redis()
+        if client is not None:
+            try:
+                client.rpush(REDIS_KEY, line)
+                return "redis"
+            except Exception as exc:  # any Redis failure: write through rather than lose the record
+                redis_failed(exc)
+        # Written through. If a timed-out RPUSH did reach Redis after all, the drain inserts it once more and the
+        # unique record_id makes that a no-op: never lost, never twice.
+        insert([record])
+        return "database"
     _append_spool(line)
     return "spool"
 
@@ -185,10 +209,15 @@ def drain(max_seconds: float = 4.0) -> int:
     return total
 
 
+LOCK_SECONDS = 15  # renewed every batch; short, so a drainer cut off by a Redis outage does not block the next long
+
+
 def _drain_redis(client, deadline: float) -> int:
+    from redis.exceptions import RedisError
+
     token = uuid.uuid4().hex
     try:
-        if not client.set(REDIS_LOCK, token, nx=True, ex=60):
+        if not client.set(REDIS_LOCK, token, nx=True, ex=LOCK_SECONDS):
             return 0
     except Exception as exc:
         logger.warning("prediction log: cannot drain Redis (%s)", exc)
@@ -200,10 +229,21 @@ def _drain_redis(client, deadline: float) -> int:
             if not lines:
                 break
             total += insert(_parse(lines))
-            client.ltrim(REDIS_KEY, len(lines), -1)  # only after the rows are committed
+            # Only after the rows are committed, and only while the lock is still ours: a second drainer trimming
+            # the same batch again would drop records it never inserted.
+            if client.get(REDIS_LOCK) != token.encode():
+                logger.warning("prediction log: the drain lock expired mid-drain; leaving the batch to the next drain")
+                break
+            client.ltrim(REDIS_KEY, len(lines), -1)
+            client.expire(REDIS_LOCK, LOCK_SECONDS)
+    except RedisError as exc:  # Redis went away mid-drain: what was not trimmed is drained (once) next time
+        logger.warning("prediction log: Redis failed while draining (%s)", exc)
     finally:
-        if client.get(REDIS_LOCK) == token.encode():
-            client.delete(REDIS_LOCK)
+        try:
+            if client.get(REDIS_LOCK) == token.encode():
+                client.delete(REDIS_LOCK)
+        except RedisError as exc:  # still down: the lock expires by itself within LOCK_SECONDS
+            logger.warning("prediction log: could not release the drain lock (%s)", exc)
     return total
 
 

@@ -63,6 +63,16 @@ def _check_deployable(version: ModelVersion, environment: Environment) -> None:
         raise NotDeployable(reason)
 
 
+def _check_serves(version: ModelVersion) -> None:
+    """A model that runs its own code must answer a test prediction in a child process first (serving.smoke_refusal),
+    so a version that hangs or exhausts memory never replaces one that works."""
+    from apps.deployments import serving
+
+    refusal = serving.smoke_refusal(version)
+    if refusal:
+        raise NotDeployable(refusal)
+
+
 def _after_commit(deployment: Deployment) -> None:
     from apps.deployments import serving
 
@@ -125,6 +135,7 @@ def deploy(project: Project, *, actor, name: str, environment: Environment, vers
     from apps.deployments import serving
 
     serving.resolve_artifact(version)
+    _check_serves(version)
     try:
         with transaction.atomic():
             deployment = Deployment.objects.create(
@@ -148,6 +159,7 @@ def promote(deployment: Deployment, version: ModelVersion, *, actor, reason: str
     from apps.deployments import serving
 
     serving.resolve_artifact(version)
+    _check_serves(version)
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if deployment.champion_id == version.pk:
@@ -210,6 +222,7 @@ def set_challenger(deployment: Deployment, version: ModelVersion | None, *, acto
         from apps.deployments import serving
 
         serving.resolve_artifact(version)
+        _check_serves(version)
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
         had = deployment.challenger

@@ -344,6 +344,118 @@ def warm(slug: str) -> None:
     route_for(slug)
 
 
+# --- The deploy-time smoke check --------------------------------------------------------------------------------
+
+
+def runs_own_code(flavors: dict) -> bool:
+    """Whether predicting with this MLflow model runs Python that came with it (a python_function model's own code,
+    a trusted pickle) rather than a library reading data (skops, ONNX, XGBoost, LightGBM)."""
+    pyfunc = flavors.get("python_function") or {}
+    loader = pyfunc.get("loader_module")
+    if loader == "mlflow.pyfunc.model":
+        return True
+    return loader == "mlflow.sklearn" and (flavors.get("sklearn") or {}).get("serialization_format") != "skops"
+
+
+_ZERO = {"long": 0, "integer": 0, "double": 0.0, "float": 0.0, "boolean": False}
+
+
+_SMOKE_STARTUP_SECONDS = 120
+
+
+def _line_within(stream, seconds: float) -> str:
+    """The next line `stream` gives within `seconds` ("" if none: it closed or stayed silent)."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], seconds)
+    return stream.readline().decode("utf-8", "replace").strip() if ready else ""
+
+
+def smoke_refusal(version) -> str:
+    """Why `version` may not start serving ("" if it may): a model that runs its own code must load and answer one
+    typical row in a child process (apps/deployments/smoke.py) within PORTAL_DEPLOY_CHECK_SECONDS (default 60)
+    and PORTAL_DEPLOY_CHECK_MEMORY_MB (default 4096) more memory. A hang or an explosion is found there, not in
+    a web worker, and whatever serves now keeps serving."""
+    import contextlib
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from mlflow.models import Model
+
+    from apps.registry import mlflow_store
+    from apps.registry.evidence.predictor import input_columns, reference_values
+
+    if not getattr(settings, "PORTAL_DEPLOY_CHECK", True) or not version.mlflow_model_uri:
+        return ""
+    location = mlflow_store.artifact_location(version.mlflow_model_uri, version.artifact_sha256)
+    try:
+        # Model.load takes a local directory, or a remote URI of the MLmodel file itself.
+        local = location.startswith("file://") or "://" not in location
+        flavors = Model.load(url2pathname(urlparse(location).path) if local else f"{location}/MLmodel").flavors
+    except Exception as exc:  # an unreadable artifact is reported by serving when it loads it, as before
+        logger.warning("smoke check: cannot read the MLmodel of %s (%s)", version, exc)
+        return ""
+    if not runs_own_code(flavors):
+        return ""
+    inputs = input_columns(version)
+    typical = reference_values(version)
+    row = [typical.get(c["name"], _ZERO.get(c.get("type"), "")) for c in inputs]
+    seconds = float(getattr(settings, "PORTAL_DEPLOY_CHECK_SECONDS", 60))
+    request = json.dumps({"location": location, "inputs": inputs, "row": row,
+                          "memory_mb": int(getattr(settings, "PORTAL_DEPLOY_CHECK_MEMORY_MB", 4096))}, default=str)
+    label = f"{version.model.name} v{version.number}"
+    kept = "so it was not deployed and the current version keeps serving"
+    with tempfile.TemporaryFile() as errors:
+        child = subprocess.Popen([sys.executable, "-m", "apps.deployments.smoke"], cwd=str(settings.BASE_DIR),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, start_new_session=True,
+                                 env={"DJANGO_SETTINGS_MODULE": "portal.settings", **os.environ})
+        stopped = ""
+        try:
+            child.stdin.write(request.encode())
+            child.stdin.close()
+            # Starting Python and importing MLflow takes seconds on a busy machine: that is not the model's time.
+            if _line_within(child.stdout, _SMOKE_STARTUP_SECONDS) != "ready":
+                stopped = "startup"
+            else:
+                child.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            stopped = "timeout"
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)  # its whole group: a model may have started processes of its own
+            out = child.stdout.read()
+            child.stdout.close()
+            child.wait()
+        errors.seek(0)
+        tail = errors.read()[-2000:].decode("utf-8", "replace")
+    if stopped == "timeout":
+        return (f"{label} did not answer a test prediction of one typical row within {seconds:g} s, {kept}. Fix the "
+                "model (does it wait on something?) and import it again.")
+    lines = out.decode("utf-8", "replace").split()
+    outcome = ""
+    with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
+        outcome = json.loads(out.decode().strip().splitlines()[-1])["outcome"]
+    if child.returncode in (0, 4) and not stopped:  # 4: it did not even load; serving says so per request
+        logger.log(logging.INFO if child.returncode == 0 else logging.WARNING, "smoke check of %s: %s", label, outcome)
+        return ""
+    logger.warning("smoke check of %s failed (%s, exit %s): %s %s", label, stopped or "ran", child.returncode,
+                   outcome, tail)
+    if stopped == "startup" and "ready" not in lines:
+        return (f"The test prediction of {label} could not start ({tail.strip().splitlines()[-1:] or 'no output'}), "
+                f"{kept}. Tell your Portal operators.")
+    if child.returncode == 3 or child.returncode == -signal.SIGKILL:  # our limit, or the kernel's OOM killer
+        limit = getattr(settings, "PORTAL_DEPLOY_CHECK_MEMORY_MB", 4096)
+        return (f"{label} ran out of memory on a test prediction of one typical row (limit {limit:,} MB more), "
+                f"{kept}.")
+    return f"{label} failed its test prediction ({outcome or f'exit code {child.returncode}'}), {kept}."
+
+
 # --- Rate limits -----------------------------------------------------------------------------------------------
 
 _local_counts: dict[tuple[str, int], int] = {}
@@ -362,14 +474,15 @@ def rate_limited(caller: Caller, route: Route) -> int:
     window = int(now // 60)
     key = f"{caller.rate_key}:{route.deployment_id}"
     count = None
-    client = predlog.redis_client()
+    client = predlog.hot_redis()
     if client is not None:
         try:
             pipe = client.pipeline(transaction=False)
             pipe.incr(f"portal:rate:{key}:{window}")
             pipe.expire(f"portal:rate:{key}:{window}", 120)
             count = pipe.execute()[0]
-        except Exception:
+        except Exception as exc:  # Redis down: count in this process rather than refuse or fail the request
+            predlog.redis_failed(exc)
             count = None
     if count is None:
         with _local_lock:
