@@ -492,6 +492,9 @@ SPECTACULAR_SETTINGS = {
         "PredictionSourceEnum": "apps.deployments.models.PredictionLog.Source",
         "MembershipRoleEnum": "apps.accounts.models.Membership.Role",
     },
+    # Every operation documents the portal's error body ({"detail", "errors"}) for the codes it can answer.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "apps.core.api.document_error_responses"],
 }
 
 LOGGING = {
