@@ -104,6 +104,62 @@ _DANGEROUS = {
     "builtins.breakpoint": "runs a debugger",
     "builtins.globals": "reaches the interpreter's internals",
     "builtins.vars": "reaches the interpreter's internals",
+    # Gadgets: with these, harmless-looking classes chain into a call of anything (attrgetter("f.__globals__")).
+    "builtins.": "a built-in function that can reach other code",
+    "operator.": "reaches any attribute or calls anything",
+    "_operator.": "reaches any attribute or calls anything",
+    "functools.": "calls anything",
+    "_functools.": "calls anything",
+    "itertools.": "calls anything",
+    "copyreg.": "reaches the unpickler's internals",
+    "copy.": "calls anything",
+    "inspect.": "reaches the interpreter's internals",
+    "gc.": "reaches the interpreter's internals",
+    "codecs.": "touches files",
+    "io.": "touches files",
+    "_io.": "touches files",
+    "pathlib.": "touches files",
+    "tempfile.": "touches files",
+    "glob.": "touches files",
+    "zipfile.": "touches files",
+    "tarfile.": "touches files",
+    "timeit.": "runs arbitrary code",
+    "cProfile.": "runs arbitrary code",
+    "profile.": "runs arbitrary code",
+    "pdb.": "runs arbitrary code",
+    "bdb.": "runs arbitrary code",
+    "trace.": "runs arbitrary code",
+    "doctest.": "runs arbitrary code",
+    "pydoc.": "runs arbitrary code",
+    "zipimport.": "imports arbitrary code",
+    "pkgutil.": "imports arbitrary code",
+    "site.": "imports arbitrary code",
+    "ensurepip.": "installs packages",
+    "setuptools.": "installs packages",
+    "distutils.": "installs packages",
+    "multiprocessing.": "runs processes",
+    "_posixsubprocess.": "runs commands",
+    "threading.": "runs code in the background",
+    "_thread.": "runs code in the background",
+    "signal.": "reaches the interpreter's internals",
+    "asyncio.": "runs code and opens connections",
+    "logging.config.": "runs code from configuration",
+    "ssl.": "opens network connections",
+    "ftplib.": "opens network connections",
+    "smtplib.": "opens network connections",
+    "xmlrpc.": "opens network connections",
+    "sqlite3.": "touches files",
+    "numpy.testing.": "runs code from a string",
+    "numpy.f2py.": "compiles and runs code",
+    "numpy.load": "unpickles more data",
+    "numpy.lib.npyio.": "unpickles more data",
+    "pandas.read_pickle": "unpickles more data",
+    "pandas.io.": "touches files",
+    "joblib.load": "unpickles more data",
+    "joblib.numpy_pickle.load": "unpickles more data",
+    "dill.": "unpickles more data",
+    "cloudpickle.": "unpickles more data",
+    "torch.": "unpickles more data",
 }
 
 
@@ -411,6 +467,12 @@ def flag_reason(name: str) -> str:
     if name.startswith("<"):
         return "hides what it imports"
     return _NOT_LISTED
+
+
+def dangerous_reason(name: str) -> str:
+    """Why a global (or a skops type) is known to reach commands, files, imports or code ("" when not known to)."""
+    why = flag_reason(name)
+    return "" if why == _NOT_LISTED else why
 
 
 def is_allowed(name: str) -> bool:
