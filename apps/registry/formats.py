@@ -28,7 +28,8 @@ FORMAT_NAMES = {
 
 # zlib, gzip, xz, bz2 and lz4 headers: joblib's compressed files (whose content is a pickle).
 _COMPRESSED_JOBLIB = (
-    b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x1f\x8b", b"\xfd7zXZ", b"BZh", b"\x04\x22\x4d\x18"
+    b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x1f\x8b", b"\xfd7zXZ", b"BZh", b"\x04\x22\x4d\x18",
+    b"]\x00\x00",  # the legacy .lzma format, joblib's compress="lzma"
 )
 
 
@@ -49,6 +50,11 @@ def sniff(path: Path, filename: str) -> str:
             "The zip file holds neither an MLflow model (no MLmodel file) nor a skops model. Zip the MLflow model "
             "directory itself (the folder that contains MLmodel) and upload it again."
         )
+    if _is_tar(path):
+        raise ModelFileError(
+            f"“{filename}” is a tar archive. MLflow model directories are accepted as zip files only (tar archives "
+            "can carry links and device files): zip the folder that contains MLmodel and upload it again."
+        )
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "joblib" if suffix in (".joblib", ".jl") else "pickle"
     if head.startswith(_COMPRESSED_JOBLIB) and suffix in (".joblib", ".jl", ".z", ".gz", ".xz", ".bz2", ".lz4"):
@@ -63,6 +69,23 @@ def sniff(path: Path, filename: str) -> str:
         f"The portal cannot tell what kind of model “{filename}” is. Upload an MLflow model (zip), a skops file, "
         "an ONNX file, an XGBoost JSON/UBJ or LightGBM text model, or a pickle/joblib file."
     )
+
+
+def _is_tar(path: Path) -> bool:
+    """A tar archive, plain or gzip/bz2/xz-compressed (its first header block names the ustar format)."""
+    import bz2
+    import gzip
+    import lzma
+
+    with path.open("rb") as handle:
+        head = handle.read(6)
+    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(head[:2], open)
+    try:
+        with opener(path, "rb") as stream:
+            block = stream.read(512)
+    except (OSError, EOFError, lzma.LZMAError, ValueError):
+        return False
+    return block[257:262] == b"ustar"
 
 
 def check_claim(actual: str, claimed: str | None, filename: str) -> None:
@@ -83,6 +106,43 @@ def _zip_names(path: Path) -> list[str]:
         raise ModelFileError(f"The zip file is damaged and cannot be opened ({exc}).") from None
 
 
+def check_archive(archive: zipfile.ZipFile, root: Path | None = None) -> None:
+    """Refuse a zip that could write outside `root` or exhaust memory or disk, from its directory alone."""
+    members = archive.infolist()
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise ModelFileError(
+            f"The zip file holds {len(members):,} files; at most {MAX_ARCHIVE_MEMBERS:,} are accepted."
+        )
+    declared = 0
+    for member in members:
+        name = member.filename
+        pure = PurePosixPath(name.replace("\\", "/"))
+        if pure.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+            raise ModelFileError(f"The zip file contains an absolute path (“{name}”); it is refused.")
+        if ".." in pure.parts:
+            raise ModelFileError(f"The zip file contains a path that leaves its folder (“{name}”); it is refused.")
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise ModelFileError(f"The zip file contains a symbolic link (“{name}”); links are refused.")
+        if root is not None and not (root / pure).resolve().is_relative_to(root):
+            raise ModelFileError(f"The zip file contains a path that leaves its folder (“{name}”); it is refused.")
+        declared += member.file_size
+        if member.compress_size and member.file_size / max(member.compress_size, 1) > MAX_COMPRESSION_RATIO:
+            raise _bomb()
+    if declared > MAX_UNPACKED_BYTES:
+        raise _bomb()
+
+
+def check_zip_file(path: Path) -> None:
+    """check_archive for a zip on disk that a library (skops) is about to read itself."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_archive(archive)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"The zip file is damaged and cannot be opened ({exc}).") from None
+
+
 def safe_extract(path: Path, target: Path) -> None:
     """Unpack a zip into `target`, refusing anything that could write outside it or exhaust the disk."""
     try:
@@ -90,43 +150,28 @@ def safe_extract(path: Path, target: Path) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ModelFileError(f"The zip file is damaged and cannot be opened ({exc}).") from None
     with archive:
-        members = archive.infolist()
-        if len(members) > MAX_ARCHIVE_MEMBERS:
-            raise ModelFileError(
-                f"The zip file holds {len(members):,} files; at most {MAX_ARCHIVE_MEMBERS:,} are accepted."
-            )
-        declared = 0
         root = target.resolve()
-        for member in members:
-            name = member.filename
-            pure = PurePosixPath(name.replace("\\", "/"))
-            if pure.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-                raise ModelFileError(f"The zip file contains an absolute path (“{name}”); it is refused.")
-            if ".." in pure.parts:
-                raise ModelFileError(f"The zip file contains a path that leaves its folder (“{name}”); it is refused.")
-            if stat.S_ISLNK(member.external_attr >> 16):
-                raise ModelFileError(f"The zip file contains a symbolic link (“{name}”); links are refused.")
-            if not (root / pure).resolve().is_relative_to(root):
-                raise ModelFileError(f"The zip file contains a path that leaves its folder (“{name}”); it is refused.")
-            declared += member.file_size
-            if member.compress_size and member.file_size / max(member.compress_size, 1) > MAX_COMPRESSION_RATIO:
-                raise _bomb()
-        if declared > MAX_UNPACKED_BYTES:
-            raise _bomb()
+        check_archive(archive, root)
         written = 0
-        for member in members:
+        for member in archive.infolist():
             destination = root / PurePosixPath(member.filename.replace("\\", "/"))
-            if member.is_dir():
-                destination.mkdir(parents=True, exist_ok=True)
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            # Count what is really written: the sizes in the directory can lie.
-            with archive.open(member) as source, destination.open("wb") as out:
-                while chunk := source.read(1 << 20):
-                    written += len(chunk)
-                    if written > MAX_UNPACKED_BYTES:
-                        raise _bomb()
-                    out.write(chunk)
+            try:
+                if member.is_dir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                # Count what is really written: the sizes in the directory can lie.
+                with archive.open(member) as source, destination.open("wb") as out:
+                    while chunk := source.read(1 << 20):
+                        written += len(chunk)
+                        if written > MAX_UNPACKED_BYTES:
+                            raise _bomb()
+                        out.write(chunk)
+            except (FileExistsError, IsADirectoryError, NotADirectoryError):
+                raise ModelFileError(
+                    f"The zip file's entries clash: “{member.filename}” is both a file and a folder. Zip the model "
+                    "directory again with a standard tool."
+                ) from None
 
 
 def _bomb() -> ModelFileError:

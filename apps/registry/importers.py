@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .formats import ModelFileError, model_root, safe_extract
+from .formats import ModelFileError, check_zip_file, model_root, safe_extract
 
 # Types a skops file may contain beyond what skops trusts by default: scikit-learn's own compiled tree
 # structures. Anything else is shown to an admin, who may trust it for that exact file.
@@ -141,6 +141,7 @@ def skops_untrusted_types(path: Path) -> list[str]:
     """The types in a skops file that skops does not trust by default (read from its schema, nothing loaded)."""
     import skops.io as sio
 
+    check_zip_file(path)  # skops reads schema.json whole: a zip bomb would fill the worker's memory
     try:
         return sorted(sio.get_untrusted_types(file=str(path)))
     except Exception as exc:  # a damaged archive or schema
@@ -166,6 +167,7 @@ def _skops(path: Path, *, work: Path, sample, trusted_types: frozenset[str]) -> 
                 + ". It stays quarantined until a project admin (not the uploader) reviews and trusts them.",
             },
         )
+    refuse_dangerous_types(types)
     try:
         model = sio.load(str(path), trusted=types)
     except Exception as exc:
@@ -195,6 +197,18 @@ def _skops(path: Path, *, work: Path, sample, trusted_types: frozenset[str]) -> 
     )
 
 
+def refuse_dangerous_types(types) -> None:
+    """Types that run commands, touch files or import code are never loaded, even when an admin trusted them."""
+    from .safety.scan import dangerous_reason
+
+    dangerous = [f"{t} ({why})" for t in types if (why := dangerous_reason(t))]
+    if dangerous:
+        raise ModelFileError(
+            "The skops file holds " + "; ".join(dangerous[:8]) + ". Trusting it does not allow loading that in the "
+            "portal's worker, so it was not loaded. Re-save the model without it."
+        )
+
+
 def _no_signature_note() -> str:
     return (
         "No signature: the file has none and there was no training dataset or input example to infer it from. "
@@ -208,13 +222,12 @@ def _no_signature_note() -> str:
 def _onnx(path: Path, *, work: Path, sample) -> Prepared:
     import mlflow.onnx
     import onnx
-    from onnx.external_data_helper import uses_external_data
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelFileError(f"The file is not a valid ONNX model ({type(exc).__name__}).") from None
-    external = [t.name for t in proto.graph.initializer if uses_external_data(t)]
+    external = external_tensors(proto)
     if external:
         raise ModelFileError(
             f"The ONNX model keeps {len(external)} weight tensor(s) in external files (for example "
@@ -240,6 +253,47 @@ def _onnx(path: Path, *, work: Path, sample) -> Prepared:
         requirements=requirements,
         notes=[] if signature else [_no_signature_note()],
     )
+
+
+def external_tensors(proto) -> list[str]:
+    """Names of tensors whose data lives in another file: initializers, sparse initializers and node attributes,
+    in every subgraph and local function (a check of graph.initializer alone misses a Constant node's value)."""
+    from onnx import AttributeProto, TensorProto
+
+    found: list[str] = []
+
+    def tensor(t) -> None:
+        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+            found.append(t.name or "(unnamed)")
+
+    def nodes(items) -> None:
+        for node in items:
+            for attribute in node.attribute:
+                if attribute.type in (AttributeProto.TENSOR, AttributeProto.SPARSE_TENSOR) or attribute.HasField("t"):
+                    tensor(attribute.t)
+                    tensor(attribute.sparse_tensor.values)
+                for t in attribute.tensors:
+                    tensor(t)
+                for sparse in attribute.sparse_tensors:
+                    tensor(sparse.values)
+                    tensor(sparse.indices)
+                if attribute.HasField("g"):
+                    graph(attribute.g)
+                for g in attribute.graphs:
+                    graph(g)
+
+    def graph(g) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for sparse in g.sparse_initializer:
+            tensor(sparse.values)
+            tensor(sparse.indices)
+        nodes(g.node)
+
+    graph(proto.graph)
+    for function in proto.functions:
+        nodes(function.node)
+    return found
 
 
 def _onnx_signature(proto, sample):
@@ -310,12 +364,57 @@ def mlmodel_needs_pickle(mlmodel: dict, trusted_types: frozenset[str] = frozense
     return None
 
 
+def _check_paths_inside(flavors: dict, root: Path) -> None:
+    """Every file an MLmodel names (data, pickled_model, code...) must be inside the model directory: MLflow joins
+    them to it when loading, so "../../x" or "/x" would load a file from elsewhere on the server."""
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    resolved = root.resolve()
+    for text in strings(flavors):
+        candidate = text.replace("\\", "/")
+        absolute = candidate.startswith("/") or (len(candidate) > 1 and candidate[1] == ":") or "\x00" in candidate
+        if absolute or ".." in candidate.split("/") or not (resolved / candidate).resolve().is_relative_to(resolved):
+            raise ModelFileError(
+                f"The MLmodel file names a file outside the model directory (“{text[:200]}”). It is refused: an "
+                "MLflow model must keep every file it uses inside its own folder."
+            )
+
+
+def _check_onnx_files(root: Path) -> None:
+    """ONNX files inside an MLflow model get the same refusal of external data as an ONNX upload."""
+    import onnx
+
+    for path in root.rglob("*.onnx"):
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception:  # noqa: BLE001, S112 - an unreadable file fails when the model is loaded, not here
+            continue
+        external = external_tensors(proto)
+        if external:
+            raise ModelFileError(
+                f"The ONNX model in the zip (“{path.relative_to(root)}”) keeps {len(external)} weight tensor(s) in "
+                f"external files (for example “{external[0]}”). External data is refused: save the model with its "
+                "weights inside the .onnx file and upload it again."
+            )
+
+
 def _mlflow_zip(path: Path, *, work: Path, trusted_types: frozenset[str]) -> Prepared:
     extracted = work / "extracted"
     extracted.mkdir()
     safe_extract(path, extracted)
     root = model_root(extracted)
     mlmodel = read_mlmodel(root)
+    _check_paths_inside(mlmodel["flavors"], root)
+    _check_onnx_files(root)
+    refuse_dangerous_types((mlmodel["flavors"].get("sklearn") or {}).get("skops_trusted_types") or [])
     signature = None
     raw_signature = mlmodel.get("signature") or {}
     if raw_signature.get("inputs"):
