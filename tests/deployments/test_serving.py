@@ -305,6 +305,19 @@ def test_redis_buffer_and_write_through_when_redis_is_down(deployment, caller, r
     assert PredictionLog.objects.filter(request_id__in=[first["X-Request-ID"], second["X-Request-ID"]]).count() == 2
 
 
+def test_after_a_redis_failure_the_serving_path_leaves_redis_alone_for_a_while(deployment, caller, rows, settings):
+    """Regression: a Redis that hangs cost every prediction its socket timeout, twice (log push and rate limit)."""
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    settings.PORTAL_REDIS_RETRY_SECONDS = 60
+    predlog._redis = None
+    assert predlog.hot_redis() is not None
+    answers = [post(caller, deployment, split(rows)) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200] * 3
+    assert predlog.hot_redis() is None  # the first failure parked it; the others did not try
+    ids = [a["X-Request-ID"] for a in answers]
+    assert PredictionLog.objects.filter(request_id__in=ids).count() == 3  # written through, none lost
+
+
 @pytest.mark.django_db(transaction=True)
 def test_spooled_records_from_many_threads_are_drained_exactly_once(deployment):
     def write(thread: int):
