@@ -344,7 +344,10 @@ class LoadRun:
             except Exception as exc:
                 log(f"could not drop database {self.db_name}: {exc}")
         if self.args.keep:
-            log(f"kept: database {self.db_name}, files and logs in {self.dir}")
+            # The environment the portal ran with (its keys too: the datasets are encrypted), to look at it again.
+            (self.dir / "env.json").write_text(json.dumps({k: v for k, v in self.env().items()
+                                                           if os.environ.get(k) != v}, indent=1))
+            log(f"kept: database {self.db_name}, files, logs and env.json in {self.dir}")
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
