@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, parsers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -24,8 +26,8 @@ from apps.datasets.views import grid_params, read_version_rows
 
 
 class VersionSummarySerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
 
     class Meta:
         model = DatasetVersion
@@ -97,10 +99,18 @@ class VersionDetailSerializer(VersionSummarySerializer):
         }
 
 
+def _uuid_or_404(value) -> uuid.UUID:
+    """A dataset named by something that is not a UUID does not exist (404), like any unknown one."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Http404 from None
+
+
 class DatasetSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     versions = VersionSummarySerializer(many=True, read_only=True)
 
     class Meta:
@@ -134,7 +144,7 @@ class DatasetViewSet(viewsets.GenericViewSet):
         return datasets.prefetch_related("versions__created_by", "versions__parent").order_by("name")
 
     def _dataset(self, uuid) -> Dataset:
-        return get_object_or_404(self.get_queryset(), uuid=uuid)
+        return get_object_or_404(self.get_queryset(), uuid=_uuid_or_404(uuid))
 
     @extend_schema(parameters=[OpenApiParameter("project", str, description="project slug")])
     def list(self, request):
@@ -226,7 +236,8 @@ class DatasetVersionViewSet(viewsets.GenericViewSet):
     lookup_value_regex = r"\d+"
 
     def _dataset(self) -> Dataset:
-        dataset = get_object_or_404(Dataset.objects.select_related("project"), uuid=self.kwargs["dataset_uuid"])
+        dataset = get_object_or_404(Dataset.objects.select_related("project"),
+                                    uuid=_uuid_or_404(self.kwargs["dataset_uuid"]))
         if not token_allows(self.request.auth, dataset) or not can(self.request.user, Action.VIEW_PROJECT, dataset):
             raise Http404
         return dataset
@@ -238,6 +249,7 @@ class DatasetVersionViewSet(viewsets.GenericViewSet):
             number=number,
         )
 
+    @extend_schema(responses=VersionSummarySerializer(many=True))
     def list(self, request, dataset_uuid):
         versions = self._dataset().versions.select_related("created_by", "parent").order_by("-number")
         page = self.paginate_queryset(versions)
@@ -257,7 +269,7 @@ class DatasetVersionViewSet(viewsets.GenericViewSet):
                 ("filter[<column>]", "contains; =x; >x; >=x; <x; <=x; !x; is:empty"),
             )
         ],
-        responses={200: dict},
+        responses={200: dict, 409: OpenApiResponse(description="The version is not ready (still profiling).")},
     )
     @action(detail=True, methods=["get"])
     def rows(self, request, dataset_uuid, number=None):

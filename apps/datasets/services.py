@@ -170,7 +170,7 @@ def _start_profiling(version: DatasetVersion, *, actor) -> Job:
         actor=actor,
         project=version.project,
         params={"version": str(version.uuid)},
-        enqueue=lambda job_id: profile_version_task.delay(job_id),
+        enqueue=profile_version_task,
     )
 
 
@@ -378,7 +378,7 @@ def start_anonymisation(version: DatasetVersion, *, actor, plan: dict, descripti
             actor=actor,
             project=version.project,
             params={"version": str(version.uuid), "plan": plan, "description": description},
-            enqueue=lambda job_id: anonymise_version_task.delay(job_id),
+            enqueue=anonymise_version_task,
         )
         audit.record(
             "dataset.anonymise",

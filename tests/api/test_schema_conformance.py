@@ -43,11 +43,12 @@ def test_comparing_without_version_numbers_is_a_400_naming_the_field(call, scene
     assert "versions" in body["errors"]
 
 
-def test_a_malformed_dataset_uuid_in_the_path_is_a_400_not_a_500(call, scene):  # noqa: F811
-    """The route accepts any 36 hex-or-dash characters; the UUID lookup then raised ValidationError (a 500)."""
+def test_a_malformed_dataset_uuid_in_the_path_is_a_404_not_a_500(call, scene):  # noqa: F811
+    """The route accepts any 36 hex-or-dash characters; the UUID lookup then raised ValidationError (a 500).
+    A dataset named by something that is not a UUID does not exist, like any unknown one."""
     body = call("admin", "POST", "/api/v1/datasets/{dataset_uuid}/versions/{number}/reveal/",
                 path_parameters={"dataset_uuid": "56f9-9c0cf50ea525369a25f28a710757e0b", "number": 1},
-                body={"column": "age"}, media_type="application/json", expect=400)
+                body={"column": "age"}, media_type="application/json", expect=404)
     assert body["detail"]
 
 
