@@ -96,6 +96,7 @@ NOT_AUDITED = {
     "apps.core.services.fail_job": CORE_JOBS,
     "apps.core.services.report_progress": CORE_JOBS,
     "apps.core.services.run_job": CORE_JOBS,
+    "apps.core.services.requeue_stalled_jobs": CORE_JOBS + "; it sends again what was already decided and queued",
     "apps.core.services.start_job": CORE_JOBS,
     "apps.core.services.succeed_job": CORE_JOBS,
     "apps.core.services.start_system_check": CORE_JOBS + "; a system check only reads the installation",
