@@ -23,10 +23,11 @@ from apps.registry.models import ModelVersion, RegisteredModel
 class VersionSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     model = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    trusted_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    trusted_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     training_dataset = serializers.SerializerMethodField()
-    converted_from = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    converted_from = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
+    code_repository = serializers.CharField(read_only=True)  # may be blank: not always a URL
     job = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
 
@@ -78,8 +79,8 @@ class ReexamineSerializer(serializers.Serializer):
 class ModelSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     latest_version = serializers.SerializerMethodField()
     versions_url = serializers.SerializerMethodField()
 

@@ -441,10 +441,6 @@ def test_a_hostile_file_name_is_stored_under_a_generated_name_and_shown_escaped(
     assert b"<img src=x" not in page.content and "\u202e" not in page.content.decode()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "500: templates/registry/_card_status.html renders `{{ g.global|default:g.name|default:g }}`; a filter "
-    "argument that does not resolve (flagged entries have no `name`) raises VariableDoesNotExist. Fix: "
-    "`{{ g.global|default:g }}`, then drop this marker."))
 def test_the_card_of_a_flagged_pickle_names_the_global(people, scientist, client_as, canary,
                                                        django_capture_on_commit_callbacks):
     version = imported(scientist, "model.pkl", hostile.PICKLES["os-system"][0](canary),

@@ -42,18 +42,12 @@ from tests.security.test_api_abuse import ANSWERS, scene  # noqa: F401  (the sha
 # the schema (a plain Django view, see tests/security/test_access_matrix.py NOT_IN_SCHEMA), and the file downloads
 # (package, prediction export, audit packet) are checked like any other answer.
 
-# Known mismatches in modules other work owns right now, each with the fix it needs: the check named is skipped
-# for that operation only (every other check, 5xx included, still runs). Remove a line when its fix lands.
-REGISTRY_VERSION = ("response_schema_conformance", "apps/registry/api.py VersionSerializer: code_repository is "
-                    "blank (not format uri) and converted_from and other fields are null")
+# Known mismatches, each with why: the check named is skipped for that operation only (every other check, 5xx
+# included, still runs).
 KNOWN = {
-    "GET /api/v1/model-versions/{ref}/": REGISTRY_VERSION,
-    "PATCH /api/v1/model-versions/{ref}/": REGISTRY_VERSION,
-    "POST /api/v1/model-versions/{ref}/archive/": REGISTRY_VERSION,
-    "GET /api/v1/models/{ref}/versions/": REGISTRY_VERSION,
     "GET /api/v1/model-versions/{ref}/audit-packet/": (
-        "content_type_conformance", "apps/approvals/packet/views.py: `?format=html` answers text/html, which the "
-        "schema does not list"),
+        "content_type_conformance", "a client asking for the HTML packet (`?format=html`) gets its errors as the "
+        "portal's HTML error page too; the schema documents JSON errors only"),
 }
 
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",

@@ -140,7 +140,7 @@ def _queue_import(version: ModelVersion, *, actor, trusted: bool = False) -> Job
         actor=actor,
         project=version.project,
         params={"version": str(version.uuid), "trusted": trusted},
-        enqueue=lambda job_id: import_version_task.delay(job_id),
+        enqueue=import_version_task,
     )
 
 
