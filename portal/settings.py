@@ -409,8 +409,16 @@ PORTAL_PREDICTION_DRAIN_SECONDS = env_int("PORTAL_PREDICTION_DRAIN_SECONDS", 5)
 # Batch scoring: rows per chunk task, and the largest chunk whose inputs and outputs are logged in full.
 PORTAL_BATCH_CHUNK_ROWS = env_int("PORTAL_BATCH_CHUNK_ROWS", 20_000)
 PORTAL_BATCH_LOG_ROWS = env_int("PORTAL_BATCH_LOG_ROWS", 1_000)
+# After Redis fails to answer, serving writes the prediction log straight to the database for this long.
+PORTAL_REDIS_RETRY_SECONDS = env_int("PORTAL_REDIS_RETRY_SECONDS", 5)
+# Before a model that runs its own code may serve, it answers one prediction in a child process within these
+# limits (apps/deployments/smoke.py); a hang or a memory blow-up refuses the deploy, the current version stays.
+PORTAL_DEPLOY_CHECK = env_bool("PORTAL_DEPLOY_CHECK", True)
+PORTAL_DEPLOY_CHECK_SECONDS = env_int("PORTAL_DEPLOY_CHECK_SECONDS", 60)
+PORTAL_DEPLOY_CHECK_MEMORY_MB = env_int("PORTAL_DEPLOY_CHECK_MEMORY_MB", 4096)
 for _name in ("PORTAL_SERVING_MAX_ROWS", "PORTAL_SERVING_MAX_BODY_BYTES", "PORTAL_SERVING_TIMEOUT_SECONDS",
-              "PORTAL_PREDICTION_DRAIN_SECONDS", "PORTAL_BATCH_CHUNK_ROWS"):
+              "PORTAL_PREDICTION_DRAIN_SECONDS", "PORTAL_BATCH_CHUNK_ROWS", "PORTAL_REDIS_RETRY_SECONDS",
+              "PORTAL_DEPLOY_CHECK_SECONDS", "PORTAL_DEPLOY_CHECK_MEMORY_MB"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be a positive number.")
 CELERY_BEAT_SCHEDULE["drain-prediction-log"] = {

@@ -64,7 +64,7 @@ def redis_failed(exc: Exception) -> None:
         return
     if time.monotonic() >= getattr(client, "portal_down_until", 0.0):
         logger.warning("Redis did not answer (%s); the serving path goes without it for a few seconds", exc)
-    client.portal_down_until = time.monotonic() + float(getattr(settings, "PORTAL_REDIS_RETRY_SECONDS", 5))
+    client.portal_down_until = time.monotonic() + settings.PORTAL_REDIS_RETRY_SECONDS
 
 
 def spool_dir() -> Path:

@@ -391,10 +391,10 @@ def smoke_refusal(version) -> str:
     from apps.registry import mlflow_store
     from apps.registry.evidence.predictor import input_columns, reference_values
 
-    if not getattr(settings, "PORTAL_DEPLOY_CHECK", True) or not version.mlflow_model_uri:
+    if not settings.PORTAL_DEPLOY_CHECK or not version.mlflow_model_uri:
         return ""
-    location = mlflow_store.artifact_location(version.mlflow_model_uri, version.artifact_sha256)
     try:
+        location = mlflow_store.artifact_location(version.mlflow_model_uri, version.artifact_sha256)
         # Model.load takes a local directory, or a remote URI of the MLmodel file itself.
         local = location.startswith("file://") or "://" not in location
         flavors = Model.load(url2pathname(urlparse(location).path) if local else f"{location}/MLmodel").flavors
@@ -406,9 +406,9 @@ def smoke_refusal(version) -> str:
     inputs = input_columns(version)
     typical = reference_values(version)
     row = [typical.get(c["name"], _ZERO.get(c.get("type"), "")) for c in inputs]
-    seconds = float(getattr(settings, "PORTAL_DEPLOY_CHECK_SECONDS", 60))
+    seconds = float(settings.PORTAL_DEPLOY_CHECK_SECONDS)
     request = json.dumps({"location": location, "inputs": inputs, "row": row,
-                          "memory_mb": int(getattr(settings, "PORTAL_DEPLOY_CHECK_MEMORY_MB", 4096))}, default=str)
+                          "memory_mb": settings.PORTAL_DEPLOY_CHECK_MEMORY_MB}, default=str)
     label = f"{version.model.name} v{version.number}"
     kept = "so it was not deployed and the current version keeps serving"
     with tempfile.TemporaryFile() as errors:
@@ -450,7 +450,7 @@ def smoke_refusal(version) -> str:
         return (f"The test prediction of {label} could not start ({tail.strip().splitlines()[-1:] or 'no output'}), "
                 f"{kept}. Tell your Portal operators.")
     if child.returncode == 3 or child.returncode == -signal.SIGKILL:  # our limit, or the kernel's OOM killer
-        limit = getattr(settings, "PORTAL_DEPLOY_CHECK_MEMORY_MB", 4096)
+        limit = settings.PORTAL_DEPLOY_CHECK_MEMORY_MB
         return (f"{label} ran out of memory on a test prediction of one typical row (limit {limit:,} MB more), "
                 f"{kept}.")
     return f"{label} failed its test prediction ({outcome or f'exit code {child.returncode}'}), {kept}."

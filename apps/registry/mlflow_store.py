@@ -7,7 +7,9 @@ model directory as the artifacts of a run in the project's experiment and regist
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ from pathlib import Path
 from django.conf import settings
 
 _configure_lock = threading.Lock()
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,16 @@ def artifact_location(model_uri: str, artifact_sha256: str = "") -> str:
     from django.core.cache import cache
 
     key = f"mlflow-location:{hashlib.sha256(f'{model_uri}|{artifact_sha256}'.encode()).hexdigest()}"
-    location = cache.get(key)
+    try:
+        location = cache.get(key)
+    except Exception as exc:  # the cache (Redis) is down: ask the registry, as on a miss
+        logger.warning("model location cache unreadable, asking the registry: %s: %s", type(exc).__name__, exc)
+        location = None
     if location is None:
         name, _, number = model_uri[len("models:/"):].rpartition("/")
         location = client().get_model_version_download_uri(name, number)
-        cache.set(key, location, timeout=None)
+        with contextlib.suppress(Exception):  # a cache that is down only costs the next process a lookup
+            cache.set(key, location, timeout=None)
     return location
 
 

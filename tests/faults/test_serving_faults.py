@@ -135,9 +135,9 @@ def test_redis_stopped_and_frozen_mid_traffic_loses_no_prediction_and_logs_each_
     assert max(logged.values()) == 1  # none twice (a timed-out RPUSH that Redis ran after all is deduplicated)
 
 
-def test_a_cold_process_with_redis_down_never_answers_500(deployment, people, redis_server):
-    """A process that loads the model while Redis (the cache) is down looks its files up in that cache: the answer
-    is 200 once registry.mlflow_store.artifact_location goes without the cache, and until then a 503 to retry."""
+def test_a_cold_process_with_redis_down_still_serves(deployment, people, redis_server):
+    """A process that loads the model while Redis (the cache) is down asks the registry where its files are
+    (registry.mlflow_store.artifact_location treats a cache that is down as a miss): it answers, not a 503."""
     client = Client(raise_request_exception=False, HTTP_AUTHORIZATION=token_for(people["viewer"])["Authorization"])
     assert client.post(invocations(deployment), BODY, content_type="application/json").status_code == 200
     redis_server.stop()
@@ -148,9 +148,7 @@ def test_a_cold_process_with_redis_down_never_answers_500(deployment, people, re
 
     clear_cache()
     cold = client.post(invocations(deployment), BODY, content_type="application/json")
-    assert cold.status_code in (200, 503), cold.content
-    if cold.status_code == 503:
-        assert cold.json()["detail"] and int(cold["Retry-After"]) > 0
+    assert cold.status_code == 200, cold.content
     predlog.drain()
     assert PredictionLog.objects.filter(request_id=warm["X-Request-ID"]).exists()  # written through
 
