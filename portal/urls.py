@@ -69,4 +69,4 @@ urlpatterns = [
 ]
 
 handler404 = core_views.not_found
-handler500 = "apps.core.middleware.server_error"  # an outage answers 503 with Retry-After
+handler500 = core_views.server_error  # an outage of the database or Redis answers 503 with Retry-After
