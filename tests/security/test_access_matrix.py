@@ -288,8 +288,9 @@ def test_session_page_posts_need_the_csrf_token(path, people):
 
 
 def test_racing_decisions_end_with_one_consistent_outcome(matrix, people, api_as):
-    """Two approvers answer the same one-approval request at once (sequentially here: SQLite serialises writers
-    anyway; on PostgreSQL the service locks the request row). One decision closes it; the second is refused."""
+    """Two approvers answer the same one-approval request through the API, one after the other: one decision closes
+    it; the second is refused. The truly concurrent race (two threads, two database connections, the service's row
+    lock on PostgreSQL) is tests/approvals/test_workflow.py::test_two_racing_final_approvals_cannot_both_finalise."""
     from apps.accounts.models import Membership
     from tests.conftest import make_user
 
