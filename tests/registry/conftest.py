@@ -82,6 +82,20 @@ def run_import(version: ModelVersion) -> ModelVersion:
     return version
 
 
+def import_file(api, filename: str, content: bytes, *, name: str = "Churn", **fields):
+    """POST a model file to the import API as project alpha's member behind `api`."""
+    body = {"project": "alpha", "name": name, "file": upload(filename, content), **fields}
+    return api.post("/api/v1/models/import/", body, format="multipart")
+
+
+def imported(api, filename: str, content: bytes, capture, **fields) -> ModelVersion:
+    """Import through the API, then run the import job in this process (`capture`: the on-commit fixture)."""
+    with capture(execute=False):
+        response = import_file(api, filename, content, **fields)
+    assert response.status_code == 202, response.content
+    return run_import(ModelVersion.objects.get(uuid=response.json()["id"]))
+
+
 @pytest.fixture(scope="session")
 def _mlflow_store(tmp_path_factory):
     return tmp_path_factory.mktemp("mlflow")

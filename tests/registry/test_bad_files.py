@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import stat
 import zipfile
@@ -9,22 +10,17 @@ import zipfile
 import pytest
 
 from apps.registry.formats import ModelFileError, safe_extract
-from apps.registry.models import ModelVersion, RegisteredModel
-from tests.registry.conftest import FEATURES, mlflow_zip_bytes, run_import, skops_bytes, training_frame, upload
+from apps.registry.models import RegisteredModel
+from tests.registry import conftest
+from tests.registry.conftest import FEATURES, mlflow_zip_bytes, skops_bytes, training_frame
 
 pytestmark = pytest.mark.django_db
 
+# Every file here is imported as a model of its own, "Hostile".
+import_file = functools.partial(conftest.import_file, name="Hostile")
+imported = functools.partial(conftest.imported, name="Hostile")
 
-def import_file(api, filename: str, content: bytes, **fields):
-    body = {"project": "alpha", "name": "Hostile", "file": upload(filename, content), **fields}
-    return api.post("/api/v1/models/import/", body, format="multipart")
 
-
-def imported(api, filename: str, content: bytes, capture, **fields) -> ModelVersion:
-    with capture(execute=False):
-        response = import_file(api, filename, content, **fields)
-    assert response.status_code == 202, response.content
-    return run_import(ModelVersion.objects.get(uuid=response.json()["id"]))
 
 
 def zip_with(entries: list[tuple[str, bytes, int | None]]) -> bytes:

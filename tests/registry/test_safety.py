@@ -22,7 +22,7 @@ from apps.registry import safety
 from apps.registry.models import ModelVersion
 from apps.registry.safety import convert, sandbox
 from apps.registry.safety.scan import ScanResult, scan_bytes, scan_file
-from tests.registry.conftest import FEATURES, fitted_tree, run_import, training_frame, upload
+from tests.registry.conftest import FEATURES, fitted_tree, imported, run_import, training_frame
 
 pytestmark = [
     pytest.mark.django_db,
@@ -60,16 +60,6 @@ def canary(tmp_path) -> Path:
     assert not target.exists(), "the malicious pickle ran outside the sandbox"
 
 
-def import_file(api, filename: str, content: bytes, **fields):
-    body = {"project": "alpha", "name": "Churn", "file": upload(filename, content), **fields}
-    return api.post("/api/v1/models/import/", body, format="multipart")
-
-
-def imported(api, filename: str, content: bytes, capture, **fields) -> ModelVersion:
-    with capture(execute=False):
-        response = import_file(api, filename, content, **fields)
-    assert response.status_code == 202, response.content
-    return run_import(ModelVersion.objects.get(uuid=response.json()["id"]))
 
 
 def joblib_bytes(model, tmp_path: Path, compress) -> bytes:

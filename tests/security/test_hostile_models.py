@@ -8,6 +8,7 @@ MLflow store. tests/registry/test_safety.py and test_bad_files.py cover the basi
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import json
 import lzma
@@ -28,6 +29,7 @@ from apps.core.models import Job
 from apps.registry.models import ImportDraft, ModelVersion
 from apps.registry.safety import convert, scan
 from apps.registry.safety.scan import ScanResult
+from tests.registry import conftest as registry_tests
 from tests.registry.conftest import (  # noqa: F401 - the registry's MLflow store and media fixtures, used here too
     FEATURES,
     _mlflow_store,
@@ -75,17 +77,12 @@ def scientist(people, api_as):
     return api_as(people["scientist"])
 
 
-def post_import(api, filename: str, content: bytes, **fields):
-    body = {"project": "alpha", "name": "Hostile", "file": upload(filename, content), **fields}
-    return api.post("/api/v1/models/import/", body, format="multipart")
+post_import = functools.partial(registry_tests.import_file, name="Hostile")
 
 
 def imported(api, filename: str, content: bytes, capture, **fields) -> ModelVersion:
     """Upload through the API and run the import job in-process, as the Celery task does."""
-    with capture(execute=False):
-        response = post_import(api, filename, content, **fields)
-    assert response.status_code == 202, response.content
-    version = run_import(ModelVersion.objects.get(uuid=response.json()["id"]))
+    version = registry_tests.imported(api, filename, content, capture, name="Hostile", **fields)
     assert Job.objects.get(pk=version.import_job_id).status in ("succeeded", "failed")  # ended cleanly
     return version
 
