@@ -5,6 +5,7 @@ shared queue never takes these jobs)."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from celery import current_app
+from kombu import pools as kombu_pools
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -24,11 +26,18 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A throw-away redis-server on loopback, without persistence: stopping it loses what it held."""
+    """A redis-server of our own on a free loopback port, its files in `workdir`.
 
-    def __init__(self, workdir: Path) -> None:
+    persistent=True keeps an append-only file as docker-compose's Redis does, so start() after stop() brings back
+    what it held; without it a restart loses everything (a message the broker held is gone). stop() is a clean
+    shutdown (SIGTERM: `docker compose stop redis`), kill() a crash, freeze()/thaw() a Redis that keeps its
+    connections open but no longer answers (SIGSTOP/SIGCONT)."""
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.persistent = persistent
         self.process: subprocess.Popen | None = None
 
     def url(self, db: int = 0) -> str:
@@ -36,8 +45,8 @@ class RedisServer:
 
     def start(self, *, timeout: float = 15) -> None:
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.workdir), "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -51,14 +60,27 @@ class RedisServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode} on port {self.port}")
             time.sleep(0.05)
-        self.stop()
+        self.kill()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+            self.process.send_signal(signal.SIGCONT)  # a frozen server cannot act on SIGTERM
+            self.process.terminate()
+            self.process.wait(timeout=20)
         self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=20)
+        self.process = None
+
+    def freeze(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
 
 
 def filesystem_transport_options(folder: Path) -> dict:
@@ -79,8 +101,9 @@ def use_broker(url: str, transport_options: dict | None = None) -> Iterator[None
     saved = (app.conf.get("broker_write_url"), app.conf.broker_transport_options)
 
     def switch(to_url: str | None, options: dict) -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # kombu keeps pools in a registry keyed by connection: closing only the app's pool would leave a closed
+        # pool there for the broker switched back to ("Acquire on closed pool" in later tests).
+        kombu_pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
         app.conf.broker_write_url = to_url

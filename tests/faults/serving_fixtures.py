@@ -16,13 +16,9 @@ from pathlib import Path
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
+from tests.faults.brokers import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_port(port: int, *, seconds: float = 20.0, process: subprocess.Popen | None = None) -> None:
@@ -36,48 +32,6 @@ def wait_for_port(port: int, *, seconds: float = 20.0, process: subprocess.Popen
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {seconds} s")
-
-
-class RedisServer:
-    """A redis-server of our own on a free port, configured like docker-compose's (append-only file), in `directory`.
-
-    stop() is a clean shutdown (SIGTERM: what `docker compose stop redis` does), freeze()/thaw() make it hang
-    without closing connections (SIGSTOP/SIGCONT: a Redis that no longer answers), start() brings it back with
-    what its append-only file kept."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--dir", str(self.directory), "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, process=self.process)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a frozen server cannot act on SIGTERM
-            self.process.terminate()
-            self.process.wait(timeout=20)
-
-    def freeze(self) -> None:
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=20)
 
 
 class CuttingProxy:

@@ -18,12 +18,12 @@ from apps.audit.models import AuditEvent
 from apps.deployments import predlog, services, serving
 from apps.deployments.models import Deployment, PredictionLog
 from tests.deployments.conftest import _fresh_serving, sandbox, training, version  # noqa: F401  (fixtures)
+from tests.faults.brokers import RedisServer
 from tests.faults.serving_fixtures import (
     GreedyModel,
     HangingModel,
     HangsOnAgeModel,
     HugeOnAgeModel,
-    RedisServer,
     pyfunc_version,
 )
 from tests.registry.conftest import FEATURES, training_frame
@@ -55,11 +55,11 @@ def deployment(people, project, version, sandbox):  # noqa: F811
 @pytest.fixture
 def redis_server(tmp_path, settings):
     """A redis-server of our own as the prediction-log buffer, the rate limiter and the Django cache."""
-    server = RedisServer(tmp_path / "redis")
+    server = RedisServer(tmp_path / "redis", persistent=True)  # as docker-compose runs it
     server.start()
     own_caches = settings.CACHES
-    settings.REDIS_URL = server.url
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url,
+    settings.REDIS_URL = server.url()
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url(),
                                    "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}}}
     settings.PORTAL_REDIS_RETRY_SECONDS = 1
     predlog._redis = None
@@ -165,7 +165,7 @@ class DatabaseDown:
         self.tmp_path = tmp_path
 
     def __enter__(self):
-        from tests.faults.serving_fixtures import free_port
+        from tests.faults.brokers import free_port
 
         connection.close()
         if connection.vendor == "sqlite":
@@ -298,7 +298,8 @@ def test_under_gunicorn_a_hanging_or_exploding_request_is_cut_off_and_everything
     timeout and one that makes it ask for a terabyte gets 502, each with a JSON body, while another deployment goes
     on answering at once, and the worker process is the same one at the end."""
     from tests.conftest import _MLFLOW_ENVIRONMENT, _database_url
-    from tests.faults.serving_fixtures import free_port, start_gunicorn, stop_process_group, wait_for_port, worker_pids
+    from tests.faults.brokers import free_port
+    from tests.faults.serving_fixtures import start_gunicorn, stop_process_group, wait_for_port, worker_pids
 
     settings.PORTAL_DEPLOY_CHECK = False  # both answer a typical row; it is real requests that reach their bugs
     sticky = services.deploy(project, actor=people["scientist"], name="Sticky", environment=sandbox,
