@@ -34,6 +34,17 @@ BODY = json.dumps({"dataframe_split": json.loads(training_frame(rows=3, seed=7)[
     orient="split", index=False))})
 
 
+@pytest.fixture(autouse=True)
+def _no_model_loading_left(transactional_db):
+    """A request may leave serving loading a route in a background thread (serving._load_in_background) that still
+    queries the database when the test ends; emptying the tables under it deadlocked on PostgreSQL. Wait for it
+    (this fixture depends on the database, so its teardown runs before the tables are emptied)."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name.startswith("load-") and thread is not threading.current_thread():
+            thread.join(timeout=60)
+
+
 def invocations(deployment) -> str:
     return f"/api/v1/deployments/{deployment.slug}/invocations"
 
