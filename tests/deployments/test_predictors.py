@@ -41,9 +41,24 @@ def test_the_fast_path_answers_exactly_what_scikit_learn_does(model):
     model.fit(features, labels)
     fast = predictors.forest_predictor(model)
     assert fast is not None
+    assert fast.walks
     for frame in (features.head(1), unseen()):
         got, want = fast(frame), model.predict(frame)
         assert got.dtype == want.dtype and np.array_equal(got, want)
+        # The same rows walked in plain Python (how requests of a few rows are answered) and through the
+        # compiled trees (how larger ones are).
+        walked, compiled = fast(frame, small_rows=len(frame)), fast(frame, small_rows=0)
+        assert walked.dtype == want.dtype and np.array_equal(walked, want)
+        assert np.array_equal(compiled, want)
+
+
+def test_a_forest_too_big_to_walk_keeps_the_compiled_trees(monkeypatch):
+    features, labels = data()
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(features, labels)
+    monkeypatch.setattr(predictors, "WALK_MAX_NODES", 10)
+    fast = predictors.forest_predictor(model)
+    assert not fast.walks
+    assert np.array_equal(fast(unseen(3)), model.predict(unseen(3)))
 
 
 def test_text_labels_come_back_as_the_same_labels():
