@@ -146,7 +146,13 @@ MIDDLEWARE = [
     "apps.accounts.middleware.PermissionsPolicyMiddleware",
 ]
 
-ROOT_URLCONF = "portal.urls"
+# PORTAL_SERVICE=serving: a gunicorn that answers only the invocations endpoint and /healthz (docker-compose's
+# `serving` service, behind the reverse proxy's route for invocations), so page renders never share a process, and
+# its GIL, with predictions. Every other path is a 404 there.
+PORTAL_SERVICE = env_str("PORTAL_SERVICE", "web").strip().lower()
+if PORTAL_SERVICE not in {"web", "serving"}:
+    raise ImproperlyConfigured(f"PORTAL_SERVICE must be web or serving, not {PORTAL_SERVICE!r}.")
+ROOT_URLCONF = "portal.urls_serving" if PORTAL_SERVICE == "serving" else "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 ASGI_APPLICATION = "portal.asgi.application"
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -412,3 +415,28 @@ def test_calling_the_endpoint_marks_the_api_token_used(people, deployment, rows)
     assert post(Client(HTTP_AUTHORIZATION=f"Token {key}"), deployment, split(rows)).status_code == 200
     token.refresh_from_db()
     assert token.last_used_at is not None
+
+
+def test_a_serving_only_process_answers_predictions_and_nothing_else(people, deployment, version, caller, rows,
+                                                                    settings, api_as):
+    """PORTAL_SERVICE=serving (docker-compose's `serving` service): the same endpoint, no pages, no other API."""
+    settings.ROOT_URLCONF = "portal.urls_serving"
+    answer = post(caller, deployment, split(rows))
+    assert answer.status_code == 200
+    assert answer.json()["predictions"] == expected(version, rows)
+    assert caller.get("/healthz").status_code == 200
+    for path in ("/", "/models/", "/api/v1/projects/", "/api/v1/deployments/", "/admin/", "/accounts/login/"):
+        refused = caller.get(path)
+        assert refused.status_code == 404, path
+        assert "invocations" in refused.json()["detail"]
+    # Who may call is checked exactly as on the web processes.
+    assert post(Client(), deployment, split(rows)).status_code == 401
+    assert post(api_as(people["outsider"]), deployment, split(rows)).status_code == 404
+
+
+def test_portal_service_must_be_web_or_serving():
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings",
+                                 "PORTAL_SERVICE": "predict"}, timeout=120)
+    assert result.returncode != 0
+    assert "PORTAL_SERVICE must be web or serving, not 'predict'" in result.stderr
