@@ -318,3 +318,12 @@ def test_compose_web_service_uses_the_gunicorn_config():
     assert web["command"][:3] == ["gunicorn", "--config", "gunicorn.conf.py"]
     assert web["environment"]["WEB_CONCURRENCY"] == "${WEB_CONCURRENCY:-0}"
     assert "PORTAL_SERVING_TIMEOUT_SECONDS" in web["environment"]
+    # Predictions have gunicorn processes of their own, answering nothing else (tests/deployments/test_serving.py).
+    serving = compose["services"]["serving"]
+    assert serving["command"] == web["command"]
+    assert serving["environment"]["PORTAL_SERVICE"] == "serving"
+    assert "PORTAL_SERVING_TIMEOUT_SECONDS" in serving["environment"]
+    assert serving["ports"] != web["ports"]
+    # Background work yields the CPU to both.
+    for name in ("worker", "beat"):
+        assert compose["services"][name]["command"][:3] == ["nice", "-n", "${WORKER_NICE:-5}"]
