@@ -7,6 +7,9 @@ def approvals(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    from apps.approvals.services import waiting_for  # imported late: settings load this module early
+    waiting = getattr(request, "approvals_waiting", None)  # a page that lists them has asked already
+    if waiting is None:
+        from apps.approvals.services import waiting_for  # imported late: settings load this module early
 
-    return {"nav_approvals_waiting": len(waiting_for(user))}
+        waiting = waiting_for(user)
+    return {"nav_approvals_waiting": len(waiting)}

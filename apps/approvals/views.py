@@ -41,7 +41,7 @@ def queue(request):
     projects = list(Project.objects.visible_to(user).order_by("name"))
     project_slug = request.GET.get("project", "")
     status = request.GET.get("status", "")
-    waiting = waiting_for(user)
+    waiting = request.approvals_waiting = waiting_for(user)  # the header badge counts the same list
     if tab == "waiting":
         rows = [r for r in waiting if not project_slug or r.project.slug == project_slug]
     else:

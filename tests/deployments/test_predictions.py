@@ -175,6 +175,25 @@ def test_log_page_paginates_in_a_constant_number_of_queries(deployment, version,
     assert last.count("data-record=") == 15 and "Page 2 of 2 (65 in all)" in last
 
 
+def test_the_log_page_leaves_the_logged_inputs_in_the_database(deployment, logged, people, client_as):
+    """A page of 50 records would otherwise decode up to 50 requests' rows to show none of them; and a viewer's
+    page does not even read the predictions it may not see."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def columns_read(user) -> str:
+        client = client_as(user)
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(page_url(deployment))
+        assert page.status_code == 200 and "data-record=" in page.content.decode()
+        table = PredictionLog._meta.db_table
+        return " ".join(q["sql"] for q in queries.captured_queries if f'FROM "{table}"' in q["sql"])
+
+    admin_sql, viewer_sql = columns_read(people["admin"]), columns_read(people["viewer"])
+    assert '"inputs"' not in admin_sql and '"outputs"' in admin_sql
+    assert '"inputs"' not in viewer_sql and '"outputs"' not in viewer_sql
+
+
 # --- One record --------------------------------------------------------------------------------------------------
 
 

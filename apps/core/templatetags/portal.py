@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import json
-
 from django import forms, template
-from django.utils.html import format_html, json_script
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 register = template.Library()
 
 
+# What django.utils.html.json_script escapes, so that the JSON cannot close the <script> element it sits in.
+_SCRIPT_SAFE = {ord(">"): "\\u003E", ord("<"): "\\u003C", ord("&"): "\\u0026"}
+
+
 @register.simple_tag
 def plotly_chart(figure, element_id: str, label: str):
-    """A chart div plus its figure as a JSON data island; static/js/portal.js draws it."""
-    data = json_script(json.loads(figure.to_json()), f"{element_id}-data")
+    """A chart div plus its figure as a JSON data island; static/js/portal.js draws it.
+
+    Plotly's own JSON goes in as it is, escaped like json_script's (decoding and encoding it again cost
+    milliseconds per chart on every page view)."""
     return format_html(
-        '<div id="{}" class="plotly-chart" role="img" aria-label="{}" data-plotly-source="{}-data"></div>{}',
-        element_id, label, element_id, data,
+        '<div id="{}" class="plotly-chart" role="img" aria-label="{}" data-plotly-source="{}-data"></div>'
+        '<script id="{}-data" type="application/json">{}</script>',
+        element_id, label, element_id, element_id, mark_safe(figure.to_json().translate(_SCRIPT_SAFE)),  # noqa: S308
     )
 
 

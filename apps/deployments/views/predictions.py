@@ -108,9 +108,13 @@ def prediction_list(request, slug):
     form = PredictionFilterForm(request.GET, versions=_served_versions(deployment))
     records = _filtered(deployment, request.GET, form)
     page = None
-    if records is not None:
-        page = Paginator(records.select_related("model_version__model"), PAGE_SIZE).get_page(request.GET.get("page"))
     show_data = can(request.user, Action.VIEW_PII, deployment)
+    if records is not None:
+        # The list shows a preview of the outputs at most: the logged inputs (up to a request's 10,000 rows) stay
+        # in the database, and so do the outputs for someone who may not see them.
+        records = records.select_related("model_version__model").defer(
+            "inputs", *(() if show_data else ("outputs",)))
+        page = Paginator(records, PAGE_SIZE).get_page(request.GET.get("page"))
     rows = [(record, _preview(record.outputs) if show_data else "") for record in (page.object_list if page else [])]
     filtered = any(request.GET.get(name) for name in export.FILTERS)
     return render(request, "deployments/predictions.html", {

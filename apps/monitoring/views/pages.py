@@ -285,7 +285,7 @@ def operations(request):
         deployment.requests_today = points[-1][1] if points else 0  # the last point is today (UTC)
         deployment.trend = [n for _, n in points]
         deployment.open_alerts = alerts.get(deployment.pk, 0)
-    waiting = waiting_for(user)
+    waiting = request.approvals_waiting = waiting_for(user)  # the header badge counts the same list
     memberships = list(Membership.objects.filter(user=user).select_related("project").order_by("project__name"))
     roles = {m.role for m in memberships}
     return render(request, "monitoring/operations.html", {
