@@ -128,6 +128,9 @@ class LoadRun:
         self.redis_clients: list = []
         self.port = free_port()
         self.host = f"http://127.0.0.1:{self.port}"
+        self.serving_port = free_port() if args.serving_pool else self.port
+        self.serving_host = f"http://127.0.0.1:{self.serving_port}"
+        self.cpu = CpuMeter()
         self.secret_key = secrets.token_urlsafe(50)
         self.encryption_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
         self.password = secrets.token_urlsafe(18)
@@ -187,6 +190,19 @@ class LoadRun:
             env["STATIC_ROOT"] = str(self.static_root)
         if self.args.web_concurrency:
             env["WEB_CONCURRENCY"] = str(self.args.web_concurrency)
+        if self.args.web_threads:
+            env["WEB_THREADS"] = str(self.args.web_threads)
+        if self.args.serving_pool:  # as docker-compose.yml: predictions go to `serving`, web loads no model
+            env["WEB_WARM_MODELS"] = "0"
+        return env
+
+    def serving_env(self) -> dict:
+        """The serving-only gunicorn's environment (docker-compose's `serving` service)."""
+        env = {**self.env(), "PORTAL_SERVICE": "serving", "WEB_BIND": f"127.0.0.1:{self.serving_port}",
+               "WEB_CONCURRENCY": str(self.args.serving_processes), "WEB_WARM_MODELS": "1"}  # 0: one per CPU
+        env.pop("WEB_THREADS", None)
+        if self.args.serving_threads:
+            env["WEB_THREADS"] = str(self.args.serving_threads)
         return env
 
     def manage(self, *argv: str, timeout: float = SETUP_TIMEOUT) -> str:
@@ -244,43 +260,53 @@ class LoadRun:
 
     def start_servers(self) -> None:
         env = self.env()
-        self.web = self.procs.start("gunicorn", [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py",
-                                                 "portal.wsgi:application"], env, self.logs / "gunicorn.log")
-        self.procs.start("celery worker", [str(BIN / "celery"), "-A", "portal", "worker", "--loglevel=INFO",
+        gunicorn = [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "portal.wsgi:application"]
+        self.web = self.procs.start("gunicorn", gunicorn, env, self.logs / "gunicorn.log")
+        if self.args.serving_pool:
+            self.procs.start("gunicorn (serving)", gunicorn, self.serving_env(), self.logs / "serving.log")
+        # As docker-compose.yml: background jobs yield the CPU to people and applications waiting for an answer.
+        nice = ["nice", "-n", str(self.args.worker_nice)] if self.args.worker_nice else []
+        self.procs.start("celery worker", [*nice, str(BIN / "celery"), "-A", "portal", "worker", "--loglevel=INFO",
                                            f"--concurrency={self.args.worker_concurrency}"],
                          env, self.logs / "worker.log")
-        self.procs.start("celery beat", [str(BIN / "celery"), "-A", "portal", "beat", "--loglevel=INFO"],
+        self.procs.start("celery beat", [*nice, str(BIN / "celery"), "-A", "portal", "beat", "--loglevel=INFO"],
                          env, self.logs / "beat.log")
         deadline = time.monotonic() + START_TIMEOUT
+        self._wait_for(self.host, self.logs / "gunicorn.log", deadline, warms=not self.args.serving_pool)
+        if self.args.serving_pool:
+            self._wait_for(self.serving_host, self.logs / "serving.log", deadline, warms=True)
+
+    def _wait_for(self, host: str, logfile: Path, deadline: float, warms: bool) -> None:
         while time.monotonic() < deadline:
             for name, proc in self.procs.running:
                 if proc.poll() is not None:
                     fail(f"{name} exited with {proc.returncode} at start-up; see {self.logs}")
             try:
-                with urllib.request.urlopen(f"{self.host}/healthz", timeout=5) as answer:  # noqa: S310 (our http URL)
+                with urllib.request.urlopen(f"{host}/healthz", timeout=5) as answer:  # noqa: S310 (our http URL)
                     if answer.status == 200:
                         break
             except OSError:
                 pass
             time.sleep(0.5)
         else:
-            fail(f"gunicorn did not answer /healthz within {START_TIMEOUT} s; see {self.logs / 'gunicorn.log'}")
+            fail(f"gunicorn did not answer /healthz within {START_TIMEOUT} s; see {logfile}")
         # Each worker loads the active deployments' models in a thread after it starts (gunicorn.conf.py); a
         # measurement during that would time the loading, which production does once per worker start.
         while time.monotonic() < deadline:
-            text = (self.logs / "gunicorn.log").read_text(errors="replace")
+            text = logfile.read_text(errors="replace")
             booted = text.count("Booting worker")
-            if booted and text.count("warmed ") + text.count("could not list deployments") >= booted:
-                log(f"gunicorn answers on {self.host}; {booted} workers have loaded the models")
+            if booted and (not warms or text.count("warmed ") + text.count("could not list deployments") >= booted):
+                log(f"gunicorn answers on {host}; {booted} workers" + (" have loaded the models" if warms else ""))
                 return
             time.sleep(0.5)
-        fail(f"gunicorn's workers did not load the models within {START_TIMEOUT} s; see {self.logs / 'gunicorn.log'}")
+        fail(f"gunicorn's workers did not load the models within {START_TIMEOUT} s; see {logfile}")
 
     def run_locust(self) -> dict:
         args = self.args
         result_path = self.dir / "locust-result.json"
         users = args.ui_users + args.predict_users
         env = {**os.environ, "LOAD_PLAN": str(self.plan_path), "LOAD_RESULT": str(result_path),
+               "LOAD_PREDICT_HOST": self.serving_host,
                "LOAD_UI_USERS": str(args.ui_users), "LOAD_PREDICT_USERS": str(args.predict_users),
                "LOAD_DURATION": str(args.duration), "LOAD_UI_WAIT": args.ui_wait,
                "LOAD_PREDICT_WAIT": args.predict_wait, "LOAD_SETTLE": str(args.settle),
@@ -294,10 +320,13 @@ class LoadRun:
         log(f"locust: {args.ui_users} browsers + {args.predict_users} prediction clients, "
             f"{args.duration:.0f} s after the ramp")
         proc = self.procs.start("locust", argv, env, self.logs / "locust.log")
+        self.cpu.start(self.procs)
         try:
             proc.wait(timeout=args.duration + ramp + 300)
         except subprocess.TimeoutExpired:
             fail(f"locust did not finish in time; see {self.logs / 'locust.log'}")
+        finally:
+            self.cpu.stop()
         if not result_path.exists():
             fail(f"locust wrote no result (exit {proc.returncode}); see {self.logs / 'locust.log'}")
         return json.loads(result_path.read_text())
@@ -314,15 +343,15 @@ class LoadRun:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     def access_log_5xx(self) -> int:
-        path = self.logs / "gunicorn.log"
-        if not path.exists():
-            return 0
         count = 0
-        with open(path, errors="replace") as handle:
-            for line in handle:
-                parts = line.split('" ', 1)
-                if len(parts) == 2 and parts[1][:1] == "5" and "rid=" in line:
-                    count += 1
+        for path in (self.logs / "gunicorn.log", self.logs / "serving.log"):
+            if not path.exists():
+                continue
+            with open(path, errors="replace") as handle:
+                for line in handle:
+                    parts = line.split('" ', 1)
+                    if len(parts) == 2 and parts[1][:1] == "5" and "rid=" in line:
+                        count += 1
         return count
 
     def cleanup(self) -> None:
@@ -350,6 +379,80 @@ class LoadRun:
             log(f"kept: database {self.db_name}, files, logs and env.json in {self.dir}")
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CpuMeter:
+    """CPU time used by each part of the stack, sampled every second from /proc while locust runs (Linux only).
+
+    The parts: the processes this run started (each in a session of its own: gunicorn and its workers, the Celery
+    worker and its children, beat, locust), PostgreSQL's and Redis's server processes by name; and the machine's
+    busy share of all its CPUs from /proc/stat."""
+
+    def __init__(self) -> None:
+        # (time, CPU s by part, busy, total, stolen: the hypervisor ran someone else while this VM wanted the CPU)
+        self.samples: list[tuple[float, dict[str, float], float, float, float]] = []
+        self._stop = None
+        self._thread = None
+
+    def start(self, procs: Processes) -> None:
+        import threading
+
+        if not Path("/proc/stat").exists():
+            return
+        self._sessions = {proc.pid: name for name, proc in procs.running}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self.samples.append(self._sample())
+            self._stop.wait(1.0)
+
+    def _sample(self):
+        tick = os.sysconf("SC_CLK_TCK")
+        parts: dict[str, float] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            session = int(fields[3])  # fields from the state on: state, ppid, pgrp, session, ...
+            part = self._sessions.get(session)
+            if part is None:
+                part = "postgresql" if name.startswith(("postgres", "postmaster")) else \
+                    "redis" if name.startswith("redis-server") else None
+            if part is not None:
+                parts[part] = parts.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = cpu[3] + cpu[4]  # user nice system idle iowait irq softirq steal ...
+        steal = cpu[7] if len(cpu) > 7 else 0
+        return time.time(), parts, (sum(cpu) - idle - steal) / tick, sum(cpu) / tick, steal / tick
+
+    def between(self, start: float, end: float) -> dict | None:
+        """Cores used by each part (CPU seconds per second) between two wall-clock times, and the machine's busy
+        share; None without samples."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return None
+        first, last = inside[0], inside[-1]
+        seconds = last[0] - first[0]
+        cores = {part: round((last[1].get(part, 0.0) - first[1].get(part, 0.0)) / seconds, 3)
+                 for part in sorted(last[1])}
+        total = max(1e-9, last[3] - first[3])
+        return {"seconds": round(seconds, 1), "cores_by_part": cores,
+                "machine_busy": round((last[2] - first[2]) / total, 3),
+                "stolen": round((last[4] - first[4]) / total, 3)}
 
 
 def free_port() -> int:
@@ -459,7 +562,18 @@ def parse_args(argv=None):
                         help="an empty Redis database for the cache and the prediction log (flushed at the end)")
     parser.add_argument("--web-concurrency", type=int, default=0,
                         help="gunicorn processes (0: gunicorn.conf.py's default, one per CPU)")
+    parser.add_argument("--web-threads", type=int, default=0,
+                        help="threads per gunicorn process (0: gunicorn.conf.py's)")
+    parser.add_argument("--no-serving-pool", dest="serving_pool", action="store_false",
+                        help="the prediction clients call the web gunicorn, not a serving-only one (PORTAL_SERVICE="
+                             "serving) as docker-compose's `serving` service behind the proxy")
+    parser.add_argument("--serving-processes", type=int, default=0,
+                        help="processes of the serving-only gunicorn (0: gunicorn.conf.py's default, one per CPU)")
+    parser.add_argument("--serving-threads", type=int, default=0,
+                        help="threads per serving process (0: gunicorn.conf.py's)")
     parser.add_argument("--worker-concurrency", type=int, default=2, help="Celery worker processes (2)")
+    parser.add_argument("--worker-nice", type=int, default=5,
+                        help="niceness of the Celery worker and beat, as docker-compose.yml's WORKER_NICE (5; 0: none)")
     parser.add_argument("--json", default=str(REPO_ROOT / "var" / "bench" / "load.json"), help="result file")
     parser.add_argument("--keep", action="store_true", help="keep the database, files and logs for a look")
     args = parser.parse_args(argv)
@@ -501,6 +615,8 @@ def main(argv=None) -> int:
         raw = run.run_locust()
         load_end = os.getloadavg()
         result = analyse(raw)
+        state = raw["state"]
+        result["cpu"] = run.cpu.between(state["measure_start"] or 0, state["measure_end"] or 0)
         result["prediction_log"] = run.verify_log()
         result["access_log_5xx"] = run.access_log_5xx()
     finally:
@@ -518,8 +634,11 @@ def main(argv=None) -> int:
         "settings": {"duration_s": args.duration, "ui_users": args.ui_users, "predict_users": args.predict_users,
                      "ui_wait_s": args.ui_wait, "predict_wait_s": args.predict_wait,
                      "spawn_rate": args.spawn_rate, "settle_s": args.settle,
-                     "web_concurrency": args.web_concurrency or "cpus",
-                     "worker_concurrency": args.worker_concurrency,
+                     "web_concurrency": args.web_concurrency or "cpus", "web_threads": args.web_threads or "conf",
+                     "serving_pool": args.serving_pool,
+                     "serving_processes": args.serving_processes or "cpus",
+                     "serving_threads": args.serving_threads or "conf",
+                     "worker_concurrency": args.worker_concurrency, "worker_nice": args.worker_nice,
                      "predict_model": plan["predict_model"], "predict_sizes": plan["predict_sizes"]},
         "wall_seconds": time.time() - started,
     })
@@ -553,6 +672,12 @@ def main(argv=None) -> int:
     print(f"Prediction log: {plog['rows']:,} rows for the benchmark deployment ({plog['rows_200']:,} with status 200) "
           f"for {predict_ok:,} answers 200; {plog['pending']} still pending; lost: {plog['lost']}.")
     print(f"5xx in gunicorn's access log: {result['access_log_5xx']}.")
+    if result["cpu"]:
+        cpu = result["cpu"]
+        parts = ", ".join(f"{part} {cores:.2f}" for part, cores in sorted(cpu["cores_by_part"].items(),
+                                                                          key=lambda item: -item[1]))
+        print(f"CPU in the measured phase ({cpu['seconds']:.0f} s): machine {cpu['machine_busy']:.0%} busy, "
+              f"{cpu['stolen']:.0%} stolen by the hypervisor; cores used: {parts}.")
     for name, target in targets.items():
         print(f"target {name}: {'met' if target['met'] else 'MISSED'} ({target})")
     if result["errors"]:

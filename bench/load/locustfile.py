@@ -34,6 +34,7 @@ UI_USERS = int(os.environ.get("LOAD_UI_USERS", "50"))
 PREDICT_USERS = int(os.environ.get("LOAD_PREDICT_USERS", "20"))
 DURATION = float(os.environ.get("LOAD_DURATION", "300"))
 UI_WAIT = tuple(float(x) for x in os.environ.get("LOAD_UI_WAIT", "1,3").split(","))
+PREDICT_HOST = os.environ.get("LOAD_PREDICT_HOST", "").rstrip("/")
 PREDICT_WAIT = tuple(float(x) for x in os.environ.get("LOAD_PREDICT_WAIT", "0.1,0.5").split(","))
 # After the last user is ready, the ramp's backlog (sign-ins hash passwords: ~0.3 s of CPU each) drains first.
 SETTLE = float(os.environ.get("LOAD_SETTLE", "10"))
@@ -149,7 +150,9 @@ class Predictor(FastHttpUser):
         Predictor._count = getattr(Predictor, "_count", -1) + 1
         key = PLAN["predict_keys"][Predictor._count % len(PLAN["predict_keys"])]
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        self.url = f"/api/v1/deployments/{PLAN['predict_slug']}/invocations"
+        # The serving-only gunicorn when the driver starts one (the reverse proxy's invocations route in
+        # production); an absolute URL, since locust's --host is every user's base.
+        self.url = f"{PREDICT_HOST}/api/v1/deployments/{PLAN['predict_slug']}/invocations"
         _user_ready(self.environment)
 
     @task
