@@ -57,14 +57,19 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
 STAFF_ACTIONS = frozenset({Action.VIEW_PROJECT, Action.VIEW_MEMBERS, Action.MANAGE_MEMBERS, Action.VIEW_AUDIT})
 
 
-def role_in(user, project: Project) -> str | None:
+def roles_of(user) -> dict[int, str]:
+    """{project id: role} of every project the user belongs to."""
     if not user.is_authenticated:
-        return None
+        return {}
     cache = getattr(user, "_portal_roles", None)
     if cache is None:
         cache = dict(Membership.objects.filter(user=user).values_list("project_id", "role"))
         user._portal_roles = cache  # one query per request, whatever the page asks
-    return cache.get(project.pk)
+    return cache
+
+
+def role_in(user, project: Project) -> str | None:
+    return roles_of(user).get(project.pk)
 
 
 def project_of(obj) -> Project | None:

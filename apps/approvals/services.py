@@ -288,15 +288,19 @@ def may_decide(user, request: ApprovalRequest) -> tuple[bool, str]:
 
 
 def waiting_for(user) -> list[ApprovalRequest]:
-    """Pending requests `user` may decide now, in two queries (the header badge asks on every page).
+    """Pending requests `user` may decide now, in two queries, or one for someone whose roles decide nowhere
+    (the header badge asks on every page).
 
     The same rules as may_decide: a deciding role the environment allows, not the requester, not the
     version's creator, not decided yet.
     """
-    from apps.accounts.permissions import projects_with_action
+    from apps.accounts.permissions import ROLE_ACTIONS, projects_with_action, roles_of
 
     if not user.is_authenticated:
         return []
+    if not user.is_staff and not any(Action.DECIDE_APPROVAL in ROLE_ACTIONS.get(role, ())
+                                     for role in roles_of(user).values()):
+        return []  # most people on most pages: no role that decides anywhere, so no query
     candidates = (
         ApprovalRequest.objects.select_related("environment__project", "model_version__model",
                                                "model_version__created_by", "requested_by")

@@ -244,3 +244,15 @@ def test_waiting_for_me_costs_the_same_few_queries_however_many_requests_wait(pe
     with django_assert_max_num_queries(4):
         waiting = services.waiting_for(approver)
     assert len(waiting) == 6
+
+
+def test_someone_whose_roles_decide_nowhere_waits_for_nothing_in_one_query(people, version, staging,
+                                                                         django_assert_num_queries):
+    services.request_approval(version, staging, actor=people["scientist"], justification="go", answers=ANSWERS)
+    for name in ("viewer", "scientist"):
+        person = type(people[name]).objects.get(pk=people[name].pk)  # no cached roles
+        with django_assert_num_queries(1):  # their memberships, which every permission check reuses
+            assert services.waiting_for(person) == []
+    approver = type(people["approver"]).objects.get(pk=people["approver"].pk)
+    assert [r.model_version for r in services.waiting_for(approver)] == [version]
+    assert services.waiting_for(people["outsider"]) == []  # an admin elsewhere: asked, and nothing here
