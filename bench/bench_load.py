@@ -245,7 +245,7 @@ class LoadRun:
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, str(LOAD_DIR / "setup.py"), "--out", str(plan_path), "--browsers",
-             str(self.args.ui_users), "--predict-keys", str(self.args.predict_users), "--password", self.password],
+             str(self.args.ui_users), "--predict-keys", str(self.args.predict_users), f"--password={self.password}"],
             cwd=REPO_ROOT, env=self.env(), capture_output=True, text=True, timeout=SETUP_TIMEOUT)
         with open(self.logs / "setup.log", "a") as out:
             out.write(f"$ bench/load/setup.py\n{result.stdout}{result.stderr}\n")
