@@ -20,7 +20,6 @@ urlpatterns = [
 ]
 
 
-
 def not_found(request, exception=None):
     # JSON for every path: the portal's HTML 404 page links to pages this process does not have.
     return JsonResponse({"detail": "Not found. This server answers only "

@@ -117,7 +117,7 @@ class _TreeWalk:
         if sum(int(tree.node_count) for tree in trees) > WALK_MAX_NODES:
             return None
         roots, feature, threshold, left, right, leaf_values = [], [], [], [], [], []
-        n_features = 0
+        n_features = 1  # a leaf reads column 0 (and compares it with +inf)
         for tree in trees:
             offset = len(feature)
             roots.append(offset)
