@@ -10,7 +10,8 @@ import datetime as dt
 from collections.abc import Sequence
 
 from django.utils import timezone
-from plotly.io.json import to_json_plotly
+
+from apps.core.charts import Figure, trace
 
 # Colours with at least 4.5:1 contrast on white (WCAG AA for the lines and their legend text).
 BLUE, ORANGE, RED, GREEN, PURPLE, GREY = "#0b5cad", "#b35900", "#b02a37", "#1e7b34", "#6f42c1", "#495057"
@@ -25,65 +26,6 @@ MARKER_STYLES = {  # kind → (legend name, colour, dash)
     "approval": ("Approval", PURPLE, "dashdot"),
 }
 MARKER_AXIS = "y9"  # an invisible 0–1 axis the marker lines span, whatever the chart's own scale
-
-
-class Props(dict):
-    """Plotly properties as plain data, readable as attributes (trace.name) like plotly.py's objects."""
-
-    def __getattr__(self, name: str):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def trace(kind: str, **props) -> Props:
-    return Props(type=kind, **props)
-
-
-class Figure:
-    """The part of plotly.graph_objects.Figure these charts use, without its validation: plotly.py checks every
-    property on every assignment, which cost a monitoring page ~130 ms of its ~200. plotly.js draws the same JSON."""
-
-    def __init__(self, *traces: Props) -> None:
-        self.data = list(traces)
-        self.layout = Props()
-
-    def add_scatter(self, **props) -> Figure:
-        self.data.append(trace("scatter", **props))
-        return self
-
-    def add_bar(self, **props) -> Figure:
-        self.data.append(trace("bar", **props))
-        return self
-
-    def update_layout(self, **props) -> Figure:
-        _merge(self.layout, props)
-        return self
-
-    def to_json(self) -> str:
-        return to_json_plotly({"data": [_titles(t) for t in self.data], "layout": _titles(self.layout)})
-
-
-def _titles(props: dict) -> dict:
-    """`title="x"` as plotly.js 3 wants it, {"text": "x"} (plotly.py's validation did this for us)."""
-    out = {}
-    for key, value in props.items():
-        if key == "title" and isinstance(value, str):
-            value = {"text": value}
-        elif isinstance(value, dict):
-            value = _titles(value)
-        out[key] = value
-    return out
-
-
-def _merge(into: dict, update: dict) -> None:
-    """Nested dicts are merged, as plotly's update_layout does; other values replace."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = Props(value) if isinstance(value, dict) else value
 
 
 def x_value(moment) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
 from django.utils.html import escape
+
+from apps.core.charts import Figure, trace
 
 BLUE = "#0b5cad"
 _METRIC_LABELS = {"accuracy": "Drop in accuracy when shuffled", "r2": "Drop in R² when shuffled"}
@@ -13,30 +14,19 @@ def importance_label(explainability: dict) -> str:
     return _METRIC_LABELS.get(explainability.get("metric", ""), "Drop in score when shuffled")
 
 
-def importance_figure(explainability: dict | None, *, top: int = 20) -> go.Figure | None:
+def importance_figure(explainability: dict | None, *, top: int = 20) -> Figure | None:
     """Horizontal bars of permutation importance, most important on top, with ± one std as error bars."""
     features = (explainability or {}).get("features") or []
     if not features:
         return None
     shown = features[:top][::-1]
-    fig = go.Figure(
-        go.Bar(
-            x=[f["importance"] for f in shown],
-            y=[f["name"] for f in shown],
-            orientation="h",
-            marker_color=BLUE,
-            error_x={"type": "data", "array": [f.get("std") or 0 for f in shown], "visible": True},
-            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        margin={"l": 120, "r": 10, "t": 10, "b": 48},
-        height=max(160, 28 * len(shown) + 70),
-        plot_bgcolor="#ffffff",
-        paper_bgcolor="#ffffff",
-        xaxis_title=importance_label(explainability),
-    )
-    return fig
+    fig = Figure(trace(
+        "bar", x=[f["importance"] for f in shown], y=[f["name"] for f in shown], orientation="h",
+        marker={"color": BLUE}, error_x={"type": "data", "array": [f.get("std") or 0 for f in shown], "visible": True},
+        hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
+    return fig.update_layout(margin={"l": 120, "r": 10, "t": 10, "b": 48}, height=max(160, 28 * len(shown) + 70),
+                             plot_bgcolor="#ffffff", paper_bgcolor="#ffffff",
+                             xaxis={"title": importance_label(explainability)})
 
 
 def importance_svg(explainability: dict | None, *, top: int = 20, width: int = 560) -> str:

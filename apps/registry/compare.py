@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 
 from apps.accounts.permissions import Action, require
+from apps.core.charts import Figure
 from apps.registry.models import ModelVersion, RegisteredModel
 
 MAX_COMPARED = 10
@@ -111,17 +112,13 @@ def _lineage_diff(versions: list[ModelVersion]) -> list[dict]:
 
 def metrics_chart(versions: list[ModelVersion]):
     """Each metric across versions (a line per metric), or None when no version has metrics."""
-    import plotly.graph_objects as go
-
     ordered = sorted(versions, key=lambda v: v.number)
     names = sorted({k for v in ordered for k in (v.metrics or {})})
     if not names:
         return None
-    figure = go.Figure()
+    figure = Figure()
     for name in names[:12]:
         points = [(f"v{v.number}", v.metrics[name]) for v in ordered if name in (v.metrics or {})]
-        figure.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                    name=name))
-    figure.update_layout(height=320, margin={"l": 40, "r": 10, "t": 30, "b": 40}, title="Metrics by version",
-                         xaxis_title="Version", yaxis_title="Value", legend_title="Metric")
-    return figure
+        figure.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=name)
+    return figure.update_layout(height=320, margin={"l": 40, "r": 10, "t": 30, "b": 40}, title="Metrics by version",
+                                xaxis={"title": "Version"}, yaxis={"title": "Value"}, legend={"title": "Metric"})

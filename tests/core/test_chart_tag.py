@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import re
 
-import plotly.graph_objects as go
-
+from apps.core.charts import Figure, trace
 from apps.core.templatetags.portal import plotly_chart
 
 HOSTILE = '</script><script>alert("x")</script> & <!-- ünïcode'
 
 
 def test_a_hostile_label_cannot_leave_the_data_island_and_reads_back_unchanged():
-    figure = go.Figure(go.Bar(x=[HOSTILE, "b"], y=[1, 2], name=HOSTILE))
+    figure = Figure(trace("bar", x=[HOSTILE, "b"], y=[1, 2], name=HOSTILE))
     html = str(plotly_chart(figure, "chart-1", 'Rows per "value"'))
     assert html.count("</script>") == 1 and "<script>" not in html and "<!--" not in html
     island = re.fullmatch(r'<div id="chart-1" class="plotly-chart" role="img" aria-label="Rows per &quot;value&quot;" '

@@ -14,7 +14,6 @@ import shlex
 from collections import defaultdict
 from datetime import timedelta
 
-import plotly.graph_objects as go
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -32,6 +31,7 @@ from apps.accounts.models import Project
 from apps.accounts.permissions import Action, can, require
 from apps.approvals.forms import apply_service_errors
 from apps.approvals.models import Environment
+from apps.core.charts import Figure
 from apps.core.views import redirect_after_post
 from apps.deployments import services
 from apps.deployments.forms import NEW, ChallengerForm, DeployForm, RollbackForm, SettingsForm, StatusForm, TokenForm
@@ -242,13 +242,13 @@ def live_stats(deployment: Deployment, *, now=None) -> dict:
             "sampled": len(sample) == LATENCY_SAMPLE, "sample_size": LATENCY_SAMPLE}
 
 
-def live_figure(rows: list[dict]) -> go.Figure | None:
+def live_figure(rows: list[dict]) -> Figure | None:
     """Bars of requests per minute, lines of p50 and p95 latency on a second axis; None without any request."""
     if not any(r["requests"] for r in rows):
         return None
     minutes = [timezone.localtime(r["minute"]).strftime("%Y-%m-%d %H:%M") for r in rows]
-    fig = go.Figure()
-    fig.add_bar(x=minutes, y=[r["requests"] for r in rows], name="Requests per minute", marker_color=BLUE,
+    fig = Figure()
+    fig.add_bar(x=minutes, y=[r["requests"] for r in rows], name="Requests per minute", marker={"color": BLUE},
                 hovertemplate="%{x}: %{y} requests<extra></extra>")
     for key, colour, dash in (("p50", ORANGE, "solid"), ("p95", RED, "dot")):
         fig.add_scatter(x=minutes, y=[r[key] for r in rows], name=f"{key} latency (ms)", yaxis="y2", mode="lines",
