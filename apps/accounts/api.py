@@ -107,9 +107,10 @@ class ProjectSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "my_role"]
 
     def get_my_role(self, project) -> str | None:
-        roles = self.context.setdefault("_roles", dict(
-            Membership.objects.filter(user=self.context["request"].user).values_list("project_id", "role")))
-        return roles.get(project.pk)
+        if "_roles" not in self.context:  # one query per response, not per project
+            self.context["_roles"] = dict(
+                Membership.objects.filter(user=self.context["request"].user).values_list("project_id", "role"))
+        return self.context["_roles"].get(project.pk)
 
 
 class ProjectViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,

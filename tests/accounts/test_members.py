@@ -14,7 +14,7 @@ import pytest
 from django.contrib.sessions.models import Session
 from django.test import Client
 
-from apps.accounts.models import Membership, User
+from apps.accounts.models import Membership, Project, User
 from apps.audit.models import AuditEvent
 from tests.conftest import PASSWORD, make_user
 
@@ -455,3 +455,19 @@ def test_staff_cannot_deactivate_the_only_active_admin_of_a_project(people, clie
     assert "only active admin of Alpha" in page.content.decode()
     people["admin"].refresh_from_db()
     assert people["admin"].is_active
+
+
+def test_the_project_list_names_each_role_with_one_membership_query(people, project, api_as,
+                                                                      django_assert_max_num_queries):
+    """`my_role` once asked the database again for every project listed (a regression the load test found)."""
+    scientist = people["scientist"]
+    api = api_as(scientist)
+    api.get("/api/v1/projects/")  # the token's last-used stamp is written on the first call
+    for i in range(6):
+        extra = Project.objects.create(slug=f"extra-{i}", name=f"Extra {i}")
+        Membership.objects.create(user=scientist, project=extra, role="viewer" if i % 2 else "approver")
+    with django_assert_max_num_queries(4):  # token, count, page, memberships
+        response = api.get("/api/v1/projects/")
+    roles = {p["slug"]: p["my_role"] for p in response.json()["results"]}
+    assert roles["alpha"] == "scientist" and roles["extra-0"] == "approver" and roles["extra-1"] == "viewer"
+    assert len(roles) == 7
