@@ -1,4 +1,4 @@
-"""Long-running work: a Job row per Celery task so the UI and API can show its progress."""
+"""Long-running work: a Job row per Celery task so the UI and API can show its progress; `bulky_fields`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+
+def bulky_fields(model: type[models.Model], path: str) -> list[str]:
+    """`path__field` for each JSON and long-text field of `model`: what a query that joins a row only to name it
+    (a model version's model and number, a dataset version's dataset) should `.defer()`, so each row does not
+    fetch and decode signatures, examples, profiles and evidence it never shows. New fields are covered as added."""
+    return [f"{path}__{field.name}" for field in model._meta.concrete_fields
+            if isinstance(field, models.JSONField | models.TextField)]
 
 
 class JobQuerySet(models.QuerySet):

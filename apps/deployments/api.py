@@ -21,6 +21,7 @@ from rest_framework.reverse import reverse
 from apps.accounts.api import call_service, project_for
 from apps.accounts.permissions import Action, can
 from apps.approvals.models import Environment
+from apps.core.models import bulky_fields
 from apps.deployments import services, serving
 from apps.deployments.models import Deployment, DeploymentEvent, DeploymentToken, PredictionLog
 from apps.registry.models import ModelVersion
@@ -393,8 +394,8 @@ class DeploymentViewSet(viewsets.GenericViewSet):
         """What the deployment served, newest first (written by the log drain every few seconds). Inputs, outputs
         and errors are null for roles that may not see personal data (viewers)."""
         deployment = self._get(slug)
-        logs = prediction_filters(deployment.predictions.select_related("model_version__model"),
-                                  request.query_params)
+        logs = prediction_filters(deployment.predictions.select_related("model_version__model").defer(
+            *bulky_fields(ModelVersion, "model_version")), request.query_params)
         page = self.paginate_queryset(logs)
         context = {"request": request, "deployment": deployment,
                    "show_data": can(request.user, Action.VIEW_PII, deployment)}

@@ -450,17 +450,21 @@ def daily_callers(deployments, *, days: int = 14, now: dt.datetime | None = None
 def markers(deployment, *, start: dt.datetime, end: dt.datetime) -> list[dict]:
     """Things that happened to the deployment in the window, for vertical lines on every chart."""
     from apps.approvals.models import ApprovalRequest
+    from apps.core.models import bulky_fields
     from apps.deployments.models import DeploymentEvent
+    from apps.registry.models import ModelVersion
 
     found = []
     for event in (DeploymentEvent.objects.filter(deployment=deployment, created_at__gte=start, created_at__lt=end)
-                  .select_related("champion__model").order_by("created_at")[:200]):
+                  .select_related("champion__model").defer(*bulky_fields(ModelVersion, "champion"))
+                  .order_by("created_at")[:200]):
         found.append({"time": event.created_at, "kind": event.kind,
                       "label": f"{event.get_kind_display()}: {event.champion.model.name} v{event.champion.number}"})
     versions = [v for v in (deployment.champion_id, deployment.fallback_id, deployment.challenger_id) if v]
     for request in (ApprovalRequest.objects.filter(model_version_id__in=versions, environment=deployment.environment,
                                                    decided_at__gte=start, decided_at__lt=end)
-                    .select_related("model_version__model").order_by("decided_at")[:100]):
+                    .select_related("model_version__model").defer(*bulky_fields(ModelVersion, "model_version"))
+                    .order_by("decided_at")[:100]):
         found.append({"time": request.decided_at, "kind": "approval",
                       "label": f"{request.get_status_display()}: {request.model_version.model.name} "
                                f"v{request.model_version.number}"})

@@ -177,7 +177,8 @@ def test_log_page_paginates_in_a_constant_number_of_queries(deployment, version,
 
 def test_the_log_page_leaves_the_logged_inputs_in_the_database(deployment, logged, people, client_as):
     """A page of 50 records would otherwise decode up to 50 requests' rows to show none of them; and a viewer's
-    page does not even read the predictions it may not see."""
+    page does not even read the predictions it may not see. Nor does any page read the model versions' JSON
+    (signature, input example) for the version's name and number."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -192,6 +193,7 @@ def test_the_log_page_leaves_the_logged_inputs_in_the_database(deployment, logge
     admin_sql, viewer_sql = columns_read(people["admin"]), columns_read(people["viewer"])
     assert '"inputs"' not in admin_sql and '"outputs"' in admin_sql
     assert '"inputs"' not in viewer_sql and '"outputs"' not in viewer_sql
+    assert '"signature"' not in admin_sql + viewer_sql and '"input_example"' not in admin_sql + viewer_sql
 
 
 # --- One record --------------------------------------------------------------------------------------------------

@@ -18,9 +18,11 @@ from django.urls import path
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from apps.accounts.permissions import Action, can, require
+from apps.core.models import bulky_fields
 from apps.deployments import export, predlog
 from apps.deployments.api import prediction_filters
 from apps.deployments.models import Deployment, DeploymentEvent, PredictionLog
+from apps.registry.models import ModelVersion
 
 PAGE_SIZE = 50
 ROWS_PAGE_SIZE = 100
@@ -65,8 +67,9 @@ def _deployment_for(request, slug: str) -> Deployment:
 def _served_versions(deployment: Deployment) -> list[tuple[str, str]]:
     """The versions this deployment has served (from its history), as filter choices by number."""
     labels: dict[int, list[str]] = {}
-    events = DeploymentEvent.objects.filter(deployment=deployment).select_related("champion__model",
-                                                                                  "challenger__model")
+    events = DeploymentEvent.objects.filter(deployment=deployment).select_related(
+        "champion__model", "challenger__model").defer(*bulky_fields(ModelVersion, "champion"),
+                                                      *bulky_fields(ModelVersion, "challenger"))
     versions = [deployment.champion] + [v for e in events for v in (e.champion, e.challenger) if v is not None]
     for version in versions:
         label = f"{version.model.name} v{version.number}"
@@ -111,9 +114,9 @@ def prediction_list(request, slug):
     show_data = can(request.user, Action.VIEW_PII, deployment)
     if records is not None:
         # The list shows a preview of the outputs at most: the logged inputs (up to a request's 10,000 rows) stay
-        # in the database, and so do the outputs for someone who may not see them.
+        # in the database, and so do the outputs for someone who may not see them, and the versions' JSON.
         records = records.select_related("model_version__model").defer(
-            "inputs", *(() if show_data else ("outputs",)))
+            "inputs", *(() if show_data else ("outputs",)), *bulky_fields(ModelVersion, "model_version"))
         page = Paginator(records, PAGE_SIZE).get_page(request.GET.get("page"))
     rows = [(record, _preview(record.outputs) if show_data else "") for record in (page.object_list if page else [])]
     filtered = any(request.GET.get(name) for name in export.FILTERS)

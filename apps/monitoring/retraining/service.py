@@ -23,6 +23,7 @@ from apps.accounts.permissions import Action, require
 from apps.audit import services as audit
 from apps.core import services as jobs
 from apps.core import storage
+from apps.core.models import bulky_fields
 from apps.deployments.models import Deployment
 from apps.monitoring.models import MonitoringSettings, RetrainingRun
 from apps.registry.models import ModelVersion
@@ -160,7 +161,8 @@ def latest_runs(deployment: Deployment, limit: int = 5) -> list[RetrainingRun]:
 
 def runs_of(deployment: Deployment):
     return deployment.retraining_runs.select_related(
-        "job", "base_version__model", "new_version__model", "approval__environment", "created_by", "alert")
+        "job", "base_version__model", "new_version__model", "approval__environment", "created_by", "alert").defer(
+        *bulky_fields(ModelVersion, "base_version"), *bulky_fields(ModelVersion, "new_version"))
 
 
 # --- The job -----------------------------------------------------------------------------------------------------
