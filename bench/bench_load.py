@@ -130,6 +130,8 @@ class LoadRun:
         self.host = f"http://127.0.0.1:{self.port}"
         self.serving_port = free_port() if args.serving_pool else self.port
         self.serving_host = f"http://127.0.0.1:{self.serving_port}"
+        self.api_port = free_port() if args.api_pool else self.port
+        self.api_host = f"http://127.0.0.1:{self.api_port}"
         self.cpu = CpuMeter()
         self.secret_key = secrets.token_urlsafe(50)
         self.encryption_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -205,6 +207,15 @@ class LoadRun:
             env["WEB_THREADS"] = str(self.args.serving_threads)
         return env
 
+    def api_env(self) -> dict:
+        """The API gunicorn's environment (docker-compose's `api` service: the same app, reached for /api/)."""
+        env = {**self.env(), "WEB_BIND": f"127.0.0.1:{self.api_port}",
+               "WEB_CONCURRENCY": str(self.args.api_processes)}  # 0: one per CPU
+        env.pop("WEB_THREADS", None)
+        if self.args.api_threads:
+            env["WEB_THREADS"] = str(self.args.api_threads)
+        return env
+
     def manage(self, *argv: str, timeout: float = SETUP_TIMEOUT) -> str:
         started = time.monotonic()
         result = subprocess.run([sys.executable, "manage.py", *argv], cwd=REPO_ROOT, env=self.env(),
@@ -264,6 +275,8 @@ class LoadRun:
         self.web = self.procs.start("gunicorn", gunicorn, env, self.logs / "gunicorn.log")
         if self.args.serving_pool:
             self.procs.start("gunicorn (serving)", gunicorn, self.serving_env(), self.logs / "serving.log")
+        if self.args.api_pool:
+            self.procs.start("gunicorn (api)", gunicorn, self.api_env(), self.logs / "api.log")
         # As docker-compose.yml: background jobs yield the CPU to people and applications waiting for an answer.
         nice = ["nice", "-n", str(self.args.worker_nice)] if self.args.worker_nice else []
         self.procs.start("celery worker", [*nice, str(BIN / "celery"), "-A", "portal", "worker", "--loglevel=INFO",
@@ -275,6 +288,8 @@ class LoadRun:
         self._wait_for(self.host, self.logs / "gunicorn.log", deadline, warms=not self.args.serving_pool)
         if self.args.serving_pool:
             self._wait_for(self.serving_host, self.logs / "serving.log", deadline, warms=True)
+        if self.args.api_pool:
+            self._wait_for(self.api_host, self.logs / "api.log", deadline, warms=not self.args.serving_pool)
 
     def _wait_for(self, host: str, logfile: Path, deadline: float, warms: bool) -> None:
         while time.monotonic() < deadline:
@@ -306,7 +321,7 @@ class LoadRun:
         result_path = self.dir / "locust-result.json"
         users = args.ui_users + args.predict_users
         env = {**os.environ, "LOAD_PLAN": str(self.plan_path), "LOAD_RESULT": str(result_path),
-               "LOAD_PREDICT_HOST": self.serving_host,
+               "LOAD_PREDICT_HOST": self.serving_host, "LOAD_API_HOST": self.api_host,
                "LOAD_UI_USERS": str(args.ui_users), "LOAD_PREDICT_USERS": str(args.predict_users),
                "LOAD_DURATION": str(args.duration), "LOAD_UI_WAIT": args.ui_wait,
                "LOAD_PREDICT_WAIT": args.predict_wait, "LOAD_SETTLE": str(args.settle),
@@ -344,7 +359,7 @@ class LoadRun:
 
     def access_log_5xx(self) -> int:
         count = 0
-        for path in (self.logs / "gunicorn.log", self.logs / "serving.log"):
+        for path in (self.logs / "gunicorn.log", self.logs / "serving.log", self.logs / "api.log"):
             if not path.exists():
                 continue
             with open(path, errors="replace") as handle:
@@ -567,6 +582,12 @@ def parse_args(argv=None):
     parser.add_argument("--no-serving-pool", dest="serving_pool", action="store_false",
                         help="the prediction clients call the web gunicorn, not a serving-only one (PORTAL_SERVICE="
                              "serving) as docker-compose's `serving` service behind the proxy")
+    parser.add_argument("--api-pool", action=argparse.BooleanOptionalAction, default=False,
+                        help="API calls go to a gunicorn of their own (docker-compose's `api` service behind the "
+                             "proxy's /api/ route), not the one rendering pages")
+    parser.add_argument("--api-processes", type=int, default=0,
+                        help="processes of the API gunicorn (0: gunicorn.conf.py's default, one per CPU)")
+    parser.add_argument("--api-threads", type=int, default=0, help="threads per API process (0: gunicorn.conf.py's)")
     parser.add_argument("--serving-processes", type=int, default=0,
                         help="processes of the serving-only gunicorn (0: gunicorn.conf.py's default, one per CPU)")
     parser.add_argument("--serving-threads", type=int, default=0,
@@ -635,7 +656,8 @@ def main(argv=None) -> int:
                      "ui_wait_s": args.ui_wait, "predict_wait_s": args.predict_wait,
                      "spawn_rate": args.spawn_rate, "settle_s": args.settle,
                      "web_concurrency": args.web_concurrency or "cpus", "web_threads": args.web_threads or "conf",
-                     "serving_pool": args.serving_pool,
+                     "serving_pool": args.serving_pool, "api_pool": args.api_pool,
+                     "api_processes": args.api_processes or "cpus", "api_threads": args.api_threads or "conf",
                      "serving_processes": args.serving_processes or "cpus",
                      "serving_threads": args.serving_threads or "conf",
                      "worker_concurrency": args.worker_concurrency, "worker_nice": args.worker_nice,

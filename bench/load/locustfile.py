@@ -35,6 +35,7 @@ PREDICT_USERS = int(os.environ.get("LOAD_PREDICT_USERS", "20"))
 DURATION = float(os.environ.get("LOAD_DURATION", "300"))
 UI_WAIT = tuple(float(x) for x in os.environ.get("LOAD_UI_WAIT", "1,3").split(","))
 PREDICT_HOST = os.environ.get("LOAD_PREDICT_HOST", "").rstrip("/")
+API_HOST = os.environ.get("LOAD_API_HOST", "").rstrip("/")
 PREDICT_WAIT = tuple(float(x) for x in os.environ.get("LOAD_PREDICT_WAIT", "0.1,0.5").split(","))
 # After the last user is ready, the ramp's backlog (sign-ins hash passwords: ~0.3 s of CPU each) drains first.
 SETTLE = float(os.environ.get("LOAD_SETTLE", "10"))
@@ -124,7 +125,8 @@ class Browser(FastHttpUser):
                 response.failure(f"{response.status_code}")
 
     def _api(self, url: str, name: str) -> None:
-        with self.client.get(url, name=f"api: {name}", headers=self.api_headers, allow_redirects=False,
+        # The API gunicorn when the driver starts one (the proxy's /api/ route), like the prediction clients.
+        with self.client.get(f"{API_HOST}{url}", name=f"api: {name}", headers=self.api_headers, allow_redirects=False,
                              catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
