@@ -14,7 +14,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
-from django.urls import path
+from django.urls import path, reverse
+from django.utils import timezone
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from apps.accounts.permissions import Action, can, require
@@ -98,6 +99,35 @@ def _querystring(params) -> str:
     return query.urlencode()
 
 
+def _truncate(text: str, length: int) -> str:
+    """As the truncatechars filter: at most `length` characters, the last an ellipsis when cut."""
+    return text if len(text) <= length else text[:length - 1] + "…"
+
+
+def _list_rows(deployment: Deployment, records, *, show_data: bool) -> list[dict]:
+    """What each row of the log page shows, formatted here: 50 rows of template filters and {% url %} tags cost
+    more than the rest of the page together (~40 ms)."""
+    sentinel = "00000000-0000-0000-0000-000000000000"
+    detail = reverse("deployment-prediction", args=[deployment.slug, sentinel])
+    rows = []
+    for record in records:
+        version = record.model_version
+        created = timezone.localtime(record.created_at)
+        text = ""
+        if show_data:
+            text = _preview(record.outputs) if record.status_code == 200 else (record.error or "")
+        rows.append({
+            "record_id": record.record_id, "url": detail.replace(sentinel, str(record.record_id)),
+            "created": created.strftime("%Y-%m-%d %H:%M:%S"), "created_iso": created.isoformat(),
+            "request_id": _truncate(record.request_id, 13),
+            "version": f"{version.model.name} v{version.number}" if version is not None else "—",
+            "role": record.get_role_display(), "source": record.get_source_display(), "status": record.status_code,
+            "latency": "—" if record.latency_ms is None else f"{record.latency_ms:.1f}",
+            "rows": record.row_count, "caller": record.caller or "—", "data": _truncate(text, 60),
+        })
+    return rows
+
+
 def _preview(outputs) -> str:
     if isinstance(outputs, list):
         shown = ", ".join(str(v) for v in outputs[:3])
@@ -118,7 +148,7 @@ def prediction_list(request, slug):
         records = records.select_related("model_version__model").defer(
             "inputs", *(() if show_data else ("outputs",)), *bulky_fields(ModelVersion, "model_version"))
         page = Paginator(records, PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [(record, _preview(record.outputs) if show_data else "") for record in (page.object_list if page else [])]
+    rows = _list_rows(deployment, page.object_list if page else [], show_data=show_data)
     filtered = any(request.GET.get(name) for name in export.FILTERS)
     return render(request, "deployments/predictions.html", {
         "deployment": deployment, "project": deployment.project, "form": form, "page": page, "rows": rows,
