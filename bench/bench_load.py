@@ -272,7 +272,8 @@ class LoadRun:
     def start_servers(self) -> None:
         env = self.env()
         gunicorn = [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "portal.wsgi:application"]
-        self.web = self.procs.start("gunicorn", gunicorn, env, self.logs / "gunicorn.log")
+        web_nice = ["nice", "-n", str(self.args.web_nice)] if self.args.web_nice else []
+        self.web = self.procs.start("gunicorn", [*web_nice, *gunicorn], env, self.logs / "gunicorn.log")
         if self.args.serving_pool:
             self.procs.start("gunicorn (serving)", gunicorn, self.serving_env(), self.logs / "serving.log")
         if self.args.api_pool:
@@ -585,6 +586,9 @@ def parse_args(argv=None):
     parser.add_argument("--api-pool", action=argparse.BooleanOptionalAction, default=False,
                         help="API calls go to a gunicorn of their own (docker-compose's `api` service behind the "
                              "proxy's /api/ route), not the one rendering pages")
+    parser.add_argument("--web-nice", type=int, default=0,
+                        help="niceness of the gunicorn rendering pages (docker-compose's WEB_NICE): above 0, pages "
+                             "yield the CPU to API calls and predictions")
     parser.add_argument("--api-processes", type=int, default=0,
                         help="processes of the API gunicorn (0: gunicorn.conf.py's default, one per CPU)")
     parser.add_argument("--api-threads", type=int, default=0, help="threads per API process (0: gunicorn.conf.py's)")
@@ -656,7 +660,7 @@ def main(argv=None) -> int:
                      "ui_wait_s": args.ui_wait, "predict_wait_s": args.predict_wait,
                      "spawn_rate": args.spawn_rate, "settle_s": args.settle,
                      "web_concurrency": args.web_concurrency or "cpus", "web_threads": args.web_threads or "conf",
-                     "serving_pool": args.serving_pool, "api_pool": args.api_pool,
+                     "serving_pool": args.serving_pool, "api_pool": args.api_pool, "web_nice": args.web_nice,
                      "api_processes": args.api_processes or "cpus", "api_threads": args.api_threads or "conf",
                      "serving_processes": args.serving_processes or "cpus",
                      "serving_threads": args.serving_threads or "conf",
