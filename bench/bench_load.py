@@ -16,8 +16,10 @@ End to end, and everything it starts is stopped at the end (also on Ctrl-C, a fa
    bench/load/setup.py: the serving benchmark's model (a 100-tree random forest on scikit-learn's breast-cancer
    data, as in bench_serving.py) imported and deployed to an ungated environment, one deployment key per
    prediction client, and the browsing people (members of the demo project with an API token each).
-3. gunicorn (the repository's gunicorn.conf.py: one process per CPU, 4 threads), `celery worker` and
-   `celery beat` (which drains the prediction log every PORTAL_PREDICTION_DRAIN_SECONDS, as in production).
+3. Three gunicorns as docker-compose.yml runs them (the repository's gunicorn.conf.py: one process per CPU,
+   4 threads each): `web` for pages (nice 5), `api` for the API calls and `serving` (PORTAL_SERVICE=serving) for
+   the predictions, as the reverse proxy routes them; `celery worker` and `celery beat` (nice 5; beat drains the
+   prediction log every PORTAL_PREDICTION_DRAIN_SECONDS, as in production).
 4. locust, headless, with bench/load/locustfile.py: --ui-users browsers (1-3 s think time) and --predict-users
    prediction clients (0.1-0.5 s between calls) for --duration seconds after the ramp.
 5. The prediction log is drained by beat; its rows for the benchmark deployment must equal the answers.
@@ -583,12 +585,12 @@ def parse_args(argv=None):
     parser.add_argument("--no-serving-pool", dest="serving_pool", action="store_false",
                         help="the prediction clients call the web gunicorn, not a serving-only one (PORTAL_SERVICE="
                              "serving) as docker-compose's `serving` service behind the proxy")
-    parser.add_argument("--api-pool", action=argparse.BooleanOptionalAction, default=False,
-                        help="API calls go to a gunicorn of their own (docker-compose's `api` service behind the "
-                             "proxy's /api/ route), not the one rendering pages")
-    parser.add_argument("--web-nice", type=int, default=0,
-                        help="niceness of the gunicorn rendering pages (docker-compose's WEB_NICE): above 0, pages "
-                             "yield the CPU to API calls and predictions")
+    parser.add_argument("--api-pool", action=argparse.BooleanOptionalAction, default=True,
+                        help="API calls go to a gunicorn of their own, as docker-compose's `api` service behind the "
+                             "proxy's /api/ route (--no-api-pool: to the one rendering pages)")
+    parser.add_argument("--web-nice", type=int, default=5,
+                        help="niceness of the gunicorn rendering pages, as docker-compose's WEB_NICE (5): pages "
+                             "yield the CPU to API calls and predictions; 0: none")
     parser.add_argument("--api-processes", type=int, default=0,
                         help="processes of the API gunicorn (0: gunicorn.conf.py's default, one per CPU)")
     parser.add_argument("--api-threads", type=int, default=0, help="threads per API process (0: gunicorn.conf.py's)")

@@ -330,15 +330,19 @@ def test_compose_web_service_uses_the_gunicorn_config():
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     web = compose["services"]["web"]
-    assert web["command"][:3] == ["gunicorn", "--config", "gunicorn.conf.py"]
+    gunicorn = ["gunicorn", "--config", "gunicorn.conf.py", "portal.wsgi:application"]
+    # Pages yield the CPU to the API and predictions on a busy host.
+    assert web["command"] == ["nice", "-n", "${WEB_NICE:-5}", *gunicorn]
     assert web["environment"]["WEB_CONCURRENCY"] == "${WEB_CONCURRENCY:-0}"
     assert "PORTAL_SERVING_TIMEOUT_SECONDS" in web["environment"]
-    # Predictions have gunicorn processes of their own, answering nothing else (tests/deployments/test_serving.py).
-    serving = compose["services"]["serving"]
-    assert serving["command"] == web["command"]
-    assert serving["environment"]["PORTAL_SERVICE"] == "serving"
+    # Predictions have gunicorn processes of their own, answering nothing else (tests/deployments/test_serving.py),
+    # and so do API clients (the whole app, reached through the proxy's /api/ route), both not niced.
+    serving, api = compose["services"]["serving"], compose["services"]["api"]
+    assert serving["command"] == api["command"] == gunicorn
+    assert serving["environment"]["PORTAL_SERVICE"] == "serving" and "PORTAL_SERVICE" not in api["environment"]
+    assert api["environment"]["WEB_CONCURRENCY"] == "${API_CONCURRENCY:-0}"
     assert "PORTAL_SERVING_TIMEOUT_SECONDS" in serving["environment"]
-    assert serving["ports"] != web["ports"]
+    assert len({str(web["ports"]), str(serving["ports"]), str(api["ports"])}) == 3
     # Background work yields the CPU to both.
     for name in ("worker", "beat"):
         assert compose["services"][name]["command"][:3] == ["nice", "-n", "${WORKER_NICE:-5}"]
