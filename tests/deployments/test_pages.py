@@ -258,6 +258,23 @@ def test_live_chart_has_an_empty_state_then_counts_and_latency(people, project, 
     assert 'id="live-chart"' in fragment and 'hx-trigger="every 15s"' in fragment
 
 
+def test_a_busy_hour_is_sampled_evenly_and_still_counted_exactly(people, project, version, sandbox, monkeypatch):
+    """The page reads about LATENCY_SAMPLE latencies however busy the deployment is, spread over every minute
+    (the latest N calls would leave the older minutes without latency), while the counts stay exact."""
+    from apps.deployments.views import pages
+
+    monkeypatch.setattr(pages, "LATENCY_SAMPLE", 12)
+    deployment = deploy(project, people, sandbox, version)
+    for minutes_ago in (50, 30, 10):
+        for i in range(20):
+            log(deployment, version, minutes_ago=minutes_ago, latency=float(minutes_ago + i % 2))
+    stats = live_stats(deployment)
+    assert stats["requests"] == 60 and stats["sampled"] and 10 <= stats["sample_size"] <= 15
+    busy = [row for row in stats["rows"] if row["requests"]]
+    assert [row["requests"] for row in busy] == [20, 20, 20]
+    assert all(row["p50"] in (m, m + 1) for row, m in zip(busy, (50, 30, 10), strict=True))  # each minute sampled
+
+
 # --- Model card and audit packet ---------------------------------------------------------------------------
 
 
