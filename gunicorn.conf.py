@@ -10,7 +10,6 @@ import gc
 import logging
 import math
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -98,13 +97,6 @@ loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus rid=%({x-request-id}o)s "%(a)s"'
 
 
-# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). A prediction takes the
-# GIL back after every database, Redis and model-pool wait; in the serving processes each of those could cost a
-# full interval behind another request's parsing, so they hand over after 1 ms instead.
-gil_switch_us = _int("WEB_GIL_SWITCH_US", 1000 if os.environ.get("PORTAL_SERVICE", "").strip().lower() == "serving"
-                     else 5000, minimum=100)
-
-
 def post_worker_init(worker) -> None:
     """Load the URL map's views now and the active deployments' models in the background, so a new or recycled
     worker's first request does not wait for either (WEB_WARM_MODELS=0: no models), then freeze the heap."""
@@ -112,7 +104,6 @@ def post_worker_init(worker) -> None:
 
     get_resolver().url_patterns  # noqa: B018 (imports every view module)
     _freeze_heap()
-    sys.setswitchinterval(gil_switch_us / 1_000_000)
     if _bool("WEB_WARM_MODELS", True):
         threading.Thread(target=_warm, name="warm-models", daemon=True).start()
 

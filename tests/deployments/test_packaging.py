@@ -283,7 +283,7 @@ def _gunicorn_config(monkeypatch, **env) -> dict:
     import runpy
 
     for name in ("WEB_CONCURRENCY", "WEB_THREADS", "WEB_TIMEOUT", "PORTAL_SERVING_TIMEOUT_SECONDS",
-                 "WEB_MAX_REQUESTS", "WEB_MAX_REQUESTS_JITTER", "PORTAL_SERVICE", "WEB_GIL_SWITCH_US"):
+                 "WEB_MAX_REQUESTS", "WEB_MAX_REQUESTS_JITTER"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -317,25 +317,12 @@ def test_a_gunicorn_worker_freezes_its_start_up_heap(monkeypatch, db):
 
     config = _gunicorn_config(monkeypatch, WEB_WARM_MODELS="0")
     gc.unfreeze()
-    monkeypatch.setattr("sys.setswitchinterval", lambda seconds: None)  # this test process keeps Python's own
     try:
         config["post_worker_init"](None)
         frozen = gc.get_freeze_count()
         assert frozen > 10_000  # Django, the URL map's views and their imports
     finally:
         gc.unfreeze()
-
-
-def test_serving_processes_hand_the_gil_over_sooner(monkeypatch):
-    import sys
-
-    default = sys.getswitchinterval()
-    assert _gunicorn_config(monkeypatch)["gil_switch_us"] == 5000  # Python's own default for web and api
-    assert _gunicorn_config(monkeypatch, PORTAL_SERVICE="serving")["gil_switch_us"] == 1000
-    assert _gunicorn_config(monkeypatch, PORTAL_SERVICE="serving", WEB_GIL_SWITCH_US="2500")["gil_switch_us"] == 2500
-    with pytest.raises(SystemExit, match="WEB_GIL_SWITCH_US must be at least 100"):
-        _gunicorn_config(monkeypatch, WEB_GIL_SWITCH_US="10")
-    assert sys.getswitchinterval() == default  # reading the config changes nothing; post_worker_init does
 
 
 def test_compose_web_service_uses_the_gunicorn_config():
