@@ -9,11 +9,11 @@ from django.db import models
 from django.db.models import Q
 
 
-def bulky_fields(model: type[models.Model], path: str) -> list[str]:
-    """`path__field` for each JSON and long-text field of `model`: what a query that joins a row only to name it
-    (a model version's model and number, a dataset version's dataset) should `.defer()`, so each row does not
-    fetch and decode signatures, examples, profiles and evidence it never shows. New fields are covered as added."""
-    return [f"{path}__{field.name}" for field in model._meta.concrete_fields
+def bulky_fields(model: type[models.Model], *paths: str) -> list[str]:
+    """`path__field` for each path and each JSON and long-text field of `model`: what a query that joins rows only
+    to name them (a model version's model and number) should `.defer()`, so each row does not fetch and decode
+    signatures, examples and evidence it never shows. New fields are covered as added."""
+    return [f"{path}__{field.name}" for path in paths for field in model._meta.concrete_fields
             if isinstance(field, models.JSONField | models.TextField)]
 
 

@@ -27,11 +27,6 @@ from apps.deployments.models import Deployment, DeploymentEvent, DeploymentToken
 from apps.registry.models import ModelVersion
 
 
-def _version_json(*paths: str) -> list[str]:
-    """What to defer when versions are joined only to be named (_version_ref): their signatures and evidence."""
-    return [field for path in paths for field in bulky_fields(ModelVersion, path)]
-
-
 def _version_ref(version: ModelVersion | None) -> dict | None:
     if version is None:
         return None
@@ -145,7 +140,8 @@ class TokenCreateSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
-_RECORD_SENTINEL = "00000000-0000-0000-0000-000000000000"
+# A record id that reverse() accepts and str.replace() then swaps for each real one: one URL lookup per page.
+RECORD_SENTINEL = "00000000-0000-0000-0000-000000000000"
 
 
 class PredictionSerializer(serializers.ModelSerializer):
@@ -169,9 +165,9 @@ class PredictionSerializer(serializers.ModelSerializer):
         # One reverse() per deployment and response, not per record (50 a page).
         templates = self.context.setdefault("_url_templates", {})
         if slug not in templates:
-            templates[slug] = reverse("api:deployment-prediction-detail", args=[slug, _RECORD_SENTINEL],
+            templates[slug] = reverse("api:deployment-prediction-detail", args=[slug, RECORD_SENTINEL],
                                       request=self.context.get("request"))
-        return templates[slug].replace(_RECORD_SENTINEL, str(obj.record_id))
+        return templates[slug].replace(RECORD_SENTINEL, str(obj.record_id))
 
     def get_model_version(self, obj) -> dict | None:
         return _version_ref(obj.model_version)
@@ -266,7 +262,7 @@ class DeploymentViewSet(viewsets.GenericViewSet):
     def _deployments(self):
         deployments = Deployment.objects.visible_to(self.request.user).select_related(
             "project", "environment", "champion__model", "fallback__model", "challenger__model", "created_by").defer(
-            *_version_json("champion", "fallback", "challenger"))
+            *bulky_fields(ModelVersion, "champion", "fallback", "challenger"))
         return _scoped(self.request, deployments)
 
     def _get(self, slug) -> Deployment:
@@ -374,7 +370,7 @@ class DeploymentViewSet(viewsets.GenericViewSet):
         deployment = self._get(slug)
         events = deployment.events.select_related("champion__model", "previous_champion__model",
                                                   "challenger__model", "actor").defer(
-            *_version_json("champion", "previous_champion", "challenger"))
+            *bulky_fields(ModelVersion, "champion", "previous_champion", "challenger"))
         page = self.paginate_queryset(events)
         return self.get_paginated_response(EventSerializer(page, many=True).data)
 
@@ -409,7 +405,7 @@ class DeploymentViewSet(viewsets.GenericViewSet):
         and errors are null for roles that may not see personal data (viewers)."""
         deployment = self._get(slug)
         logs = prediction_filters(deployment.predictions.select_related("model_version__model").defer(
-            *_version_json("model_version")), request.query_params)
+            *bulky_fields(ModelVersion, "model_version")), request.query_params)
         page = self.paginate_queryset(logs)
         context = {"request": request, "deployment": deployment,
                    "show_data": can(request.user, Action.VIEW_PII, deployment)}

@@ -21,7 +21,7 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 from apps.accounts.permissions import Action, can, require
 from apps.core.models import bulky_fields
 from apps.deployments import export, predlog
-from apps.deployments.api import prediction_filters
+from apps.deployments.api import RECORD_SENTINEL, prediction_filters
 from apps.deployments.models import Deployment, DeploymentEvent, PredictionLog
 from apps.registry.models import ModelVersion
 
@@ -69,8 +69,7 @@ def _served_versions(deployment: Deployment) -> list[tuple[str, str]]:
     """The versions this deployment has served (from its history), as filter choices by number."""
     labels: dict[int, list[str]] = {}
     events = DeploymentEvent.objects.filter(deployment=deployment).select_related(
-        "champion__model", "challenger__model").defer(*bulky_fields(ModelVersion, "champion"),
-                                                      *bulky_fields(ModelVersion, "challenger"))
+        "champion__model", "challenger__model").defer(*bulky_fields(ModelVersion, "champion", "challenger"))
     versions = [deployment.champion] + [v for e in events for v in (e.champion, e.challenger) if v is not None]
     for version in versions:
         label = f"{version.model.name} v{version.number}"
@@ -107,8 +106,7 @@ def _truncate(text: str, length: int) -> str:
 def _list_rows(deployment: Deployment, records, *, show_data: bool) -> list[dict]:
     """What each row of the log page shows, formatted here: 50 rows of template filters and {% url %} tags cost
     more than the rest of the page together (~40 ms)."""
-    sentinel = "00000000-0000-0000-0000-000000000000"
-    detail = reverse("deployment-prediction", args=[deployment.slug, sentinel])
+    detail = reverse("deployment-prediction", args=[deployment.slug, RECORD_SENTINEL])
     rows = []
     for record in records:
         version = record.model_version
@@ -117,7 +115,7 @@ def _list_rows(deployment: Deployment, records, *, show_data: bool) -> list[dict
         if show_data:
             text = _preview(record.outputs) if record.status_code == 200 else (record.error or "")
         rows.append({
-            "record_id": record.record_id, "url": detail.replace(sentinel, str(record.record_id)),
+            "record_id": record.record_id, "url": detail.replace(RECORD_SENTINEL, str(record.record_id)),
             "created": created.strftime("%Y-%m-%d %H:%M:%S"), "created_iso": created.isoformat(),
             "request_id": _truncate(record.request_id, 13),
             "version": f"{version.model.name} v{version.number}" if version is not None else "—",

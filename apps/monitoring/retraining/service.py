@@ -162,7 +162,7 @@ def latest_runs(deployment: Deployment, limit: int = 5) -> list[RetrainingRun]:
 def runs_of(deployment: Deployment):
     return deployment.retraining_runs.select_related(
         "job", "base_version__model", "new_version__model", "approval__environment", "created_by", "alert").defer(
-        *bulky_fields(ModelVersion, "base_version"), *bulky_fields(ModelVersion, "new_version"))
+        *bulky_fields(ModelVersion, "base_version", "new_version"))
 
 
 # --- The job -----------------------------------------------------------------------------------------------------
