@@ -89,6 +89,7 @@ class Scorer:
         self.inputs = [c for c in (json.loads(raw) if raw else []) if c.get("name")]
         self.schema = protocol.Schema(self.inputs)
         self._predict, self.path = predictors.choose(self.pyfunc, self.schema, typical)
+        self.inline_rows = predictors.inline_rows(self._predict)
 
     def predict(self, frame):
         return self._predict(frame)
@@ -116,6 +117,8 @@ class App:
         self._hung = 0
 
     def run_model(self, frame):
+        if len(frame) <= self.scorer.inline_rows:  # a bounded forest walk: no thread hand-off (as in the portal)
+            return self.scorer.predict(frame)
         future = self._pool.submit(self.scorer.predict, frame)
         try:
             return future.result(timeout=self.timeout)

@@ -92,7 +92,15 @@ def forest_predictor(model):
         return total
 
     predict.walks = walk is not None
+    # Small requests to a bare forest are walked by our own code in time bounded by rows × trees × depth: nothing
+    # there can hang, so the caller may skip the thread that cuts hung models off (a pipeline's steps may be anything).
+    predict.inline_rows = WALK_MAX_ROWS if walk is not None and head is None else 0
     return predict
+
+
+def inline_rows(predict) -> int:
+    """Up to how many rows `predict` may run on the request's own thread, without the timeout pool (0: never)."""
+    return getattr(predict, "inline_rows", 0)
 
 
 # Up to where the walk costs no more than the compiled path on an idle core (100 trees, 30 features: 2.2 ms walked

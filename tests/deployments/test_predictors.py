@@ -42,6 +42,8 @@ def test_the_fast_path_answers_exactly_what_scikit_learn_does(model):
     fast = predictors.forest_predictor(model)
     assert fast is not None
     assert fast.walks
+    # Only a bare forest's walk skips the timeout pool: a pipeline's steps are not ours to bound.
+    assert predictors.inline_rows(fast) == (0 if hasattr(model, "steps") else predictors.WALK_MAX_ROWS)
     for frame in (features.head(1), unseen()):
         got, want = fast(frame), model.predict(frame)
         assert got.dtype == want.dtype and np.array_equal(got, want)
@@ -58,6 +60,7 @@ def test_a_forest_too_big_to_walk_keeps_the_compiled_trees(monkeypatch):
     monkeypatch.setattr(predictors, "WALK_MAX_NODES", 10)
     fast = predictors.forest_predictor(model)
     assert not fast.walks
+    assert predictors.inline_rows(fast) == 0
     assert np.array_equal(fast(unseen(3)), model.predict(unseen(3)))
 
 
@@ -98,3 +101,25 @@ def test_a_deployed_forest_serves_through_the_fast_path(people, project, sandbox
     response = api_as(people["viewer"]).post(f"/api/v1/deployments/{deployment.slug}/invocations", data=body,
                                              content_type="application/json")
     assert response.json()["predictions"] == forest.predict(frame).tolist()
+
+
+def test_small_requests_to_a_walked_forest_skip_the_timeout_pool_and_everything_else_keeps_it():
+    import threading
+
+    from apps.deployments import serving
+
+    class Recorder:  # stands in for a loaded model: which thread predicted
+        def __init__(self, inline_rows):
+            self.inline_rows, self.threads = inline_rows, []
+
+        def predict(self, frame):
+            self.threads.append(threading.current_thread().name)
+            return np.zeros(len(frame))
+
+    walked, other = Recorder(predictors.WALK_MAX_ROWS), Recorder(0)
+    small, large = unseen(predictors.WALK_MAX_ROWS), unseen(predictors.WALK_MAX_ROWS + 1)
+    for model, frame in ((walked, small), (walked, large), (other, unseen(1))):
+        serving.run_model(model, frame, timeout=5)
+    here = threading.current_thread().name
+    assert walked.threads[0] == here
+    assert walked.threads[1].startswith("predict") and other.threads[0].startswith("predict")
