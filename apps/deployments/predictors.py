@@ -92,8 +92,9 @@ def forest_predictor(model):
         return total
 
     predict.walks = walk is not None
-    # Small requests to a bare forest are walked by our own code in time bounded by rows × trees × depth: nothing
-    # there can hang, so the caller may skip the thread that cuts hung models off (a pipeline's steps may be anything).
+    # Small requests to a bare forest are walked by our own code in time bounded by rows × trees × depth (rows with
+    # gaps go to the same forest's own predict): nothing there can hang, so the caller may skip the thread that cuts
+    # hung models off. A pipeline's steps may be any code, so they keep it.
     predict.inline_rows = WALK_MAX_ROWS if walk is not None and head is None else 0
     return predict
 
