@@ -1,5 +1,5 @@
 """Browser journey for monitoring (issue 7, "Done when"): the demo data as `make demo` loads it, then
-`make demo-traffic`'s week (drift mid-week, outcomes a day late). The Operations Center shows the demo deployment
+`make demo-traffic`'s week (drift from day three, outcomes a day late). The Operations Center shows the demo deployment
 amber; the monitoring page names the drifted feature in words and charts; the alert explains what happened, why it
 matters and what to do; the retraining it started registered a challenger that waits for approval, and the
 approver finds it in the queue with the comparison as evidence. Every page is checked with axe-core.
